@@ -1,0 +1,20 @@
+# Anode-crack inspection of battery CT: scans -> ROI crops -> models -> decisions -> report.
+# Wiring only; the logic lives in the anodect package (src/anodect).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/discovery.smk"
+include: "workflow/rules/crops.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

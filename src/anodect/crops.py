@@ -1,0 +1,162 @@
+"""ROI crops: the first stage. Each scan's filtered slices become one array file.
+
+Later stages (PatchCore, RF-DETR, drawing) read ``[slice, roi, H, W]`` uint8 crops
+from this file and never touch the TIFFs again. A slice that cannot be used is
+recorded in the scan's QC table with the reason and skipped; the rest goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Roi
+from .imaging import SliceReadError, Window, choose_window, read_slice
+from .io import load_arrays, save_arrays
+
+log = logging.getLogger(__name__)
+
+QC_COLUMNS = ["scan_id", "slice_index", "path", "page", "status", "reason", "height", "width", "dtype"]
+
+
+class NoUsableSlices(RuntimeError):
+    """Every slice of a scan was skipped; the message lists why."""
+
+
+@dataclass
+class CropSet:
+    """The ROI crops of one scan and where each came from."""
+
+    scan_id: str
+    crops: np.ndarray  # uint8 [slice, roi, H, W]
+    slice_indices: np.ndarray  # int [slice]
+    paths: np.ndarray  # str [slice]
+    roi_names: np.ndarray  # str [roi]
+    roi_boxes: np.ndarray  # int [roi, 4]: x_min, y_min, x_max, y_max (max exclusive)
+    window: tuple[float, float]
+
+    def save(self, path: str | Path) -> None:
+        save_arrays(
+            path,
+            scan_id=np.array(self.scan_id),
+            crops=self.crops,
+            slice_indices=self.slice_indices.astype(np.int64),
+            paths=self.paths.astype(str),
+            roi_names=self.roi_names.astype(str),
+            roi_boxes=self.roi_boxes.astype(np.int64),
+            window=np.array(self.window, np.float64),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CropSet":
+        a = load_arrays(path)
+        return cls(
+            scan_id=str(a["scan_id"]),
+            crops=a["crops"],
+            slice_indices=a["slice_indices"],
+            paths=a["paths"],
+            roi_names=a["roi_names"],
+            roi_boxes=a["roi_boxes"],
+            window=(float(a["window"][0]), float(a["window"][1])),
+        )
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.crops.shape[0])
+
+
+def _roi_fits(rois: list[Roi], shape: tuple[int, int]) -> str | None:
+    h, w = shape
+    bad = [r.name for r in rois if r.x_max > w or r.y_max > h]
+    if bad:
+        return f"ROI {', '.join(bad)} outside the {w}x{h} image"
+    return None
+
+
+def extract_crops(
+    scan_id: str,
+    slices: pd.DataFrame,
+    rois: list[Roi],
+    window_settings: dict,
+    expected_shape: tuple[int, int] | None = None,
+) -> tuple[CropSet, pd.DataFrame]:
+    """Read a scan's slices once, window them and cut every ROI.
+
+    Args:
+        scan_id: the scan's id in the sample sheet.
+        slices: rows with ``slice_index``, ``path`` and ``page`` (-1 for single-page files).
+        rois: ROIs, all of one size.
+        window_settings: the ``window`` config section.
+        expected_shape: (height, width) every slice must have; by default the most
+            common shape among readable slices.
+
+    Returns:
+        The crops and the QC table (one row per slice, ``status`` ok or skipped).
+
+    Raises:
+        NoUsableSlices: no slice could be used.
+    """
+    slices = slices.sort_values("slice_index", kind="stable")
+    qc_rows: list[dict] = []
+    raw: list[tuple[int, str, np.ndarray, dict]] = []
+    for row in slices.itertuples(index=False):
+        page = None if int(row.page) < 0 else int(row.page)
+        rec = {"scan_id": scan_id, "slice_index": int(row.slice_index), "path": row.path,
+               "page": int(row.page), "status": "ok", "reason": "", "height": 0, "width": 0, "dtype": ""}
+        try:
+            image = read_slice(row.path, page)
+        except SliceReadError as exc:
+            rec.update(status="skipped", reason=str(exc))
+            log.warning("%s: slice %s skipped: %s", scan_id, row.slice_index, exc)
+            qc_rows.append(rec)
+            continue
+        rec.update(height=image.shape[0], width=image.shape[1], dtype=str(image.dtype))
+        qc_rows.append(rec)
+        raw.append((int(row.slice_index), row.path, image, rec))
+
+    shape = expected_shape
+    if shape is None and raw:
+        shape = Counter(img.shape for _, _, img, _ in raw).most_common(1)[0][0]
+    kept: list[tuple[int, str, np.ndarray]] = []
+    samples: list[np.ndarray] = []
+    for index, path, image, rec in raw:
+        if image.shape != tuple(shape):
+            rec.update(status="skipped",
+                       reason=f"size {image.shape[1]}x{image.shape[0]} differs from the scan's "
+                              f"{shape[1]}x{shape[0]} (width x height)")
+            log.warning("%s: slice %d skipped: %s", scan_id, index, rec["reason"])
+            continue
+        problem = _roi_fits(rois, image.shape)
+        if problem:
+            rec.update(status="skipped", reason=problem)
+            continue
+        cut = np.stack([image[r.y_min:r.y_max, r.x_min:r.x_max] for r in rois])
+        kept.append((index, path, cut))
+        # A strided view of the whole slice sets the window; the slice itself is
+        # dropped here so a long stack never sits in memory at once.
+        samples.append(np.ascontiguousarray(image[::4, ::4]))
+
+    qc = pd.DataFrame(qc_rows, columns=QC_COLUMNS)
+    if not kept:
+        reasons = "; ".join(f"{r['slice_index']}: {r['reason']}" for r in qc_rows) or "no slice listed"
+        raise NoUsableSlices(f"scan {scan_id}: no usable slice ({reasons})")
+    window = choose_window(samples, window_settings)
+    crops = np.stack([window.apply(cut) for _, _, cut in kept])
+    crop_set = CropSet(
+        scan_id=scan_id,
+        crops=crops,
+        slice_indices=np.array([i for i, _, _ in kept], np.int64),
+        paths=np.array([p for _, p, _ in kept], dtype=str),
+        roi_names=np.array([r.name for r in rois], dtype=str),
+        roi_boxes=np.array([r.as_box() for r in rois], np.int64),
+        window=(window.low, window.high),
+    )
+    return crop_set, qc
+
+
+__all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "Window", "extract_crops"]

@@ -1,0 +1,322 @@
+"""Scan discovery: from folders of slices to a sample sheet keyed by safe scan ids.
+
+The original tool reads ``<input_dir>/<battery>/[Z軸]/<name with 負極>_NNNN.tif``.
+Battery folder names carry brackets, spaces and Japanese characters, and the same
+battery name can appear under two parents, so rules never key on them: each scan
+gets an ASCII id made of a readable slug and a hash of its role and relative
+path. The original names travel in the sample sheet and come back in the outputs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .imaging import count_pages, image_shape
+
+log = logging.getLogger(__name__)
+
+ROLES = ("inspect", "train_normal", "train_defect")
+
+
+@dataclass(frozen=True)
+class SliceFile:
+    """One axial slice: its index, its file and, for a stack, its page."""
+
+    index: int
+    path: str
+    page: int = -1  # -1: the file holds this slice alone
+
+
+@dataclass
+class Scan:
+    """One scanned battery along one axis: the unit every rule works on."""
+
+    scan_id: str
+    role: str
+    battery_id: str
+    battery_path: str
+    axis: str
+    layout: str
+    source: str
+    slices: list[SliceFile]
+    height: int = 0
+    width: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    layout: str = "folders"
+    file_glob: str = "*.tif*"
+    name_contains: str = "負極"
+    axis_folder: str | None = "Z軸"
+    slice_regex: str = r"_(\d{4})\.tiff?$"
+    case_sensitive: bool = False
+    stack_first_index: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict) -> "DiscoverySettings":
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+    def compiled_regex(self) -> re.Pattern:
+        flags = 0 if self.case_sensitive else re.IGNORECASE
+        pattern = re.compile(self.slice_regex, flags)
+        if pattern.groups < 1:
+            raise ValueError(
+                f"discovery.slice_regex {self.slice_regex!r} needs one capture group for the slice index"
+            )
+        return pattern
+
+    def matches_file(self, name: str) -> bool:
+        glob, contains, target = self.file_glob, self.name_contains or "", name
+        if not self.case_sensitive:
+            glob, contains, target = glob.lower(), contains.lower(), name.lower()
+        return fnmatch.fnmatchcase(target, glob) and contains in target
+
+    def matches_axis(self, folder_name: str) -> bool:
+        if not self.axis_folder:
+            return True
+        if self.case_sensitive:
+            return self.axis_folder in folder_name
+        return self.axis_folder.lower() in folder_name.lower()
+
+
+def slugify(text: str, max_len: int = 40) -> str:
+    """ASCII, wildcard-safe rendering of a name: letters, digits, '-' and '_' only."""
+    text = unicodedata.normalize("NFKD", text)
+    text = text.encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    return text[:max_len].strip("_") or "scan"
+
+
+def make_scan_id(role: str, rel_path: str, battery_id: str, axis: str) -> str:
+    """Stable id for a scan: readable slug plus a hash of role and relative path.
+
+    The hash keeps two batteries of the same name under different parents (or
+    under different roles) apart; the slug keeps ids readable in file names.
+    """
+    digest = hashlib.sha1(f"{role}\0{rel_path}".encode("utf-8")).hexdigest()[:8]
+    slug = slugify(f"{battery_id}_{axis}" if axis else battery_id)
+    return f"{slug}-{digest}"
+
+
+def _in_range(index: int, index_range: tuple[int, int] | None) -> bool:
+    return index_range is None or index_range[0] <= index <= index_range[1]
+
+
+def _rel(path: Path, root: Path) -> str:
+    rel = os.path.relpath(path, root)
+    return "" if rel == "." else rel.replace(os.sep, "/")
+
+
+def _walk(root: Path):
+    """os.walk in a fixed (sorted) order so ids and sheets never depend on the filesystem."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        # Hidden folders hold tool state (.snakemake, .git), never scans.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        yield Path(dirpath), sorted(filenames)
+
+
+def discover_folders(
+    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None
+) -> list[Scan]:
+    """Scans laid out as one TIFF per slice in ``<battery>/<axis>/`` folders."""
+    regex = settings.compiled_regex()
+    scans = []
+    for folder, filenames in _walk(root):
+        candidates = [f for f in filenames if settings.matches_file(f)]
+        if not candidates:
+            continue
+        if settings.axis_folder:
+            if not settings.matches_axis(folder.name):
+                log.debug("%s: slice files outside an axis folder matching %r, skipped",
+                          folder, settings.axis_folder)
+                continue
+            battery_dir, axis = folder.parent, folder.name
+        else:
+            battery_dir, axis = folder, ""
+        by_index: dict[int, SliceFile] = {}
+        notes = []
+        for name in candidates:
+            m = regex.search(name)
+            if not m:
+                continue
+            index = int(m.group(1))
+            if not _in_range(index, index_range):
+                continue
+            if index in by_index:
+                notes.append(
+                    f"slice {index}: duplicate index in {name!r} and "
+                    f"{Path(by_index[index].path).name!r}; kept the first"
+                )
+                continue
+            by_index[index] = SliceFile(index, str(folder / name))
+        if not by_index:
+            continue
+        rel = _rel(folder, root)
+        battery_id = battery_dir.name
+        scans.append(
+            Scan(
+                scan_id=make_scan_id(role, rel, battery_id, axis),
+                role=role,
+                battery_id=battery_id,
+                battery_path=_rel(battery_dir, root) or battery_id,
+                axis=axis,
+                layout="folders",
+                source=str(folder),
+                slices=[by_index[i] for i in sorted(by_index)],
+                notes=notes,
+            )
+        )
+    return scans
+
+
+def discover_stacks(
+    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None
+) -> list[Scan]:
+    """Scans stored as one multi-page TIFF each; page p is slice ``stack_first_index + p``."""
+    scans = []
+    for folder, filenames in _walk(root):
+        for name in filenames:
+            if not settings.matches_file(name):
+                continue
+            path = folder / name
+            try:
+                n_pages = count_pages(path)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
+                log.warning("%s: not a readable TIFF stack (%s), skipped", path, exc)
+                continue
+            slices = [
+                SliceFile(settings.stack_first_index + p, str(path), p)
+                for p in range(n_pages)
+                if _in_range(settings.stack_first_index + p, index_range)
+            ]
+            if not slices:
+                continue
+            rel = _rel(path, root)
+            axis = folder.name if settings.axis_folder and settings.matches_axis(folder.name) else ""
+            battery_id = Path(name).stem
+            scans.append(
+                Scan(
+                    scan_id=make_scan_id(role, rel, battery_id, axis),
+                    role=role,
+                    battery_id=battery_id,
+                    battery_path=str(Path(rel).with_suffix("")),
+                    axis=axis,
+                    layout="stack",
+                    source=str(path),
+                    slices=slices,
+                )
+            )
+    return scans
+
+
+def discover(
+    root: str | Path,
+    role: str,
+    settings: DiscoverySettings,
+    index_range: tuple[int, int] | None,
+    read_sizes: bool = True,
+) -> list[Scan]:
+    """Find every scan under ``root``, in a fixed order, with its slices in range.
+
+    Args:
+        root: the folder to search (``input_dir`` or a training folder).
+        role: what the scans are for, one of ``ROLES``.
+        settings: the ``discovery`` config section.
+        index_range: inclusive (min, max) slice-index filter, or None for all.
+        read_sizes: read each scan's image size from its first slice's header.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder not found")
+    finder = discover_stacks if settings.layout == "stack" else discover_folders
+    scans = finder(root, role, settings, index_range)
+    if read_sizes:
+        for scan in scans:
+            for sl in scan.slices:
+                try:
+                    scan.height, scan.width = image_shape(sl.path, sl.page if sl.page >= 0 else None)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the crop stage reports bad slices
+                    scan.notes.append(f"slice {sl.index}: header unreadable ({exc})")
+    for scan in scans:
+        for note in scan.notes:
+            log.warning("%s (%s): %s", scan.source, scan.scan_id, note)
+    return scans
+
+
+def check_unique_ids(scans: list[Scan]) -> None:
+    seen: dict[str, str] = {}
+    for scan in scans:
+        if scan.scan_id in seen:
+            raise ValueError(
+                f"scan id collision {scan.scan_id!r}: {seen[scan.scan_id]} and {scan.source}"
+            )
+        seen[scan.scan_id] = scan.source
+
+
+def scans_table(scans: list[Scan]) -> pd.DataFrame:
+    """The sample sheet: one row per scan."""
+    rows = [
+        {
+            "scan_id": s.scan_id,
+            "role": s.role,
+            "battery_id": s.battery_id,
+            "battery_path": s.battery_path,
+            "axis": s.axis,
+            "layout": s.layout,
+            "source": s.source,
+            "n_slices": len(s.slices),
+            "first_slice": s.slices[0].index,
+            "last_slice": s.slices[-1].index,
+            "slice_indices": compact_indices([sl.index for sl in s.slices]),
+            "height": s.height,
+            "width": s.width,
+        }
+        for s in scans
+    ]
+    columns = ["scan_id", "role", "battery_id", "battery_path", "axis", "layout", "source",
+               "n_slices", "first_slice", "last_slice", "slice_indices", "height", "width"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def slices_table(scans: list[Scan]) -> pd.DataFrame:
+    """One row per slice to read: the crop stage's input list."""
+    rows = [
+        {"scan_id": s.scan_id, "slice_index": sl.index, "path": sl.path, "page": sl.page}
+        for s in scans
+        for sl in s.slices
+    ]
+    return pd.DataFrame(rows, columns=["scan_id", "slice_index", "path", "page"])
+
+
+def compact_indices(indices: list[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` → ``"1-3,7,9-10"``: readable in a spreadsheet."""
+    parts, start, prev = [], None, None
+    for i in sorted(indices):
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = i
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ",".join(parts)

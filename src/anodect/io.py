@@ -1,0 +1,87 @@
+"""Atomic file output and safe array containers.
+
+Every file the package writes goes to a temporary name in the destination folder
+and is renamed into place, so a killed job never leaves a half-written result that
+a later run (or Snakemake) would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary file keeps the final suffix so writers that choose a format by
+    extension (tifffile, PIL, numpy) behave as for the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def write_table(path: str | Path, df: pd.DataFrame) -> None:
+    """Write a table as TSV (``.tsv``) or CSV (anything else), UTF-8, no index."""
+    sep = "\t" if str(path).endswith(".tsv") else ","
+    write_text(path, df.to_csv(sep=sep, index=False, lineterminator="\n"))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    sep = "\t" if str(path).endswith(".tsv") else ","
+    return pd.read_csv(path, sep=sep, keep_default_na=False, na_values=[""])
+
+
+def save_arrays(path: str | Path, **arrays: Any) -> None:
+    """Save named arrays to an ``.npz`` file atomically; object arrays are refused.
+
+    Strings are stored as fixed-width unicode arrays so the file loads with
+    ``allow_pickle=False``.
+    """
+    clean = {}
+    for key, value in arrays.items():
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            arr = arr.astype(str)
+        clean[key] = arr
+    buf = io.BytesIO()
+    np.savez(buf, **clean)
+    write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` file without ever unpickling."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}

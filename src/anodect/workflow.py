@@ -1,0 +1,170 @@
+"""What the Snakefile needs from the config: checks before any job, inputs, sample sheets.
+
+Kept here rather than in ``common.smk`` so the logic is tested like the rest of
+the package and the rule files stay wiring.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
+from .discovery import DiscoverySettings, Scan, check_unique_ids, discover
+from .imaging import image_shape
+
+
+@dataclass(frozen=True)
+class Source:
+    """A folder of scans and what they are for."""
+
+    role: str
+    key: str  # the config key that names it, for messages
+    path: str
+    generated: bool  # produced by the demo rule, so absent before the run
+
+
+def index_range(config: dict) -> tuple[int, int] | None:
+    rng = config.get("filter_index_range")
+    return None if rng is None else (int(rng["min"]), int(rng["max"]))
+
+
+def _inside(path: str, folder: str) -> bool:
+    p, f = os.path.abspath(path), os.path.abspath(folder)
+    return p == f or p.startswith(f + os.sep)
+
+
+def sources(config: dict) -> list[Source]:
+    """The scan folders of a run: ``input_dir`` plus the training folders that are set."""
+    demo = config.get("demo", {})
+    demo_dir = demo.get("out_dir") if demo.get("enabled") else None
+    entries = [("inspect", "input_dir", config["input_dir"])]
+    training = config.get("training", {})
+    entries += [
+        ("train_normal", "training.normal_dir", training.get("normal_dir")),
+        ("train_defect", "training.annotated_dir", training.get("annotated_dir")),
+    ]
+    return [
+        Source(role, key, path, bool(demo_dir) and _inside(path, demo_dir))
+        for role, key, path in entries
+        if path
+    ]
+
+
+def discover_all(config: dict, read_sizes: bool = True) -> list[Scan]:
+    """Every scan of every source, in a fixed order; ids are unique across sources."""
+    settings = DiscoverySettings.from_config(config["discovery"])
+    scans = []
+    for src in sources(config):
+        scans += discover(src.path, src.role, settings, index_range(config), read_sizes=read_sizes)
+    check_unique_ids(scans)
+    return scans
+
+
+def check_config(config: dict) -> dict:
+    """Validate a config before any job runs: schema, ranges, ROIs and input folders.
+
+    Folders that the demo generates are not looked at (they appear during the run);
+    their ROI check uses ``demo.image_size``.
+
+    Returns:
+        The config with defaults filled in.
+
+    Raises:
+        ConfigError: one message listing every problem, each naming its key.
+    """
+    validate_schema(config)
+    problems = range_problems(config)
+    try:
+        settings = DiscoverySettings.from_config(config["discovery"])
+        settings.compiled_regex()
+    except (ValueError, Exception) as exc:  # re.error is a ValueError subclass
+        problems.append(f"discovery.slice_regex: {exc}")
+        raise_if(problems)
+    rois = rois_from_config(config)
+    image_shapes: list[tuple[str, tuple[int, int]]] = []
+    demo = config["demo"]
+    if demo.get("enabled"):
+        image_shapes.append(("demo.image_size", (demo["image_size"], demo["image_size"])))
+    if not problems:
+        for src in sources(config):
+            if src.generated:
+                continue
+            if not Path(src.path).is_dir():
+                problems.append(f"{src.key}: folder {src.path!r} not found")
+                continue
+            found = discover(src.path, src.role, settings, index_range(config), read_sizes=False)
+            if not found:
+                rng = index_range(config)
+                problems.append(
+                    f"{src.key}: no slice found under {src.path!r} "
+                    f"(files matching {settings.file_glob!r} containing {settings.name_contains!r}"
+                    + (f", in a folder containing {settings.axis_folder!r}" if settings.axis_folder else "")
+                    + (f", slice index in {rng[0]}..{rng[1]} (filter_index_range)" if rng else "")
+                    + "; see the discovery section of config/README.md)"
+                )
+                continue
+            first = found[0].slices[0]
+            try:
+                image_shapes.append((src.key, image_shape(first.path, first.page if first.page >= 0 else None)))
+            except Exception as exc:  # noqa: BLE001 - reported as a config problem
+                problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
+    roi_msgs = roi_problems(rois, None)
+    for key, shape in image_shapes:
+        roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
+    problems += list(dict.fromkeys(roi_msgs))
+    raise_if(problems)
+    return config
+
+
+def listing_fingerprint(config: dict) -> str:
+    """Hash of every discoverable slice path of the user's (non-generated) folders.
+
+    Used as a param of the discovery job, so adding, removing or renaming a scan
+    reruns discovery while an unchanged input leaves the run untouched.
+    """
+    settings = DiscoverySettings.from_config(config["discovery"])
+    digest = hashlib.sha1()
+    for src in sources(config):
+        if src.generated or not Path(src.path).is_dir():
+            digest.update(f"{src.role}:generated\n".encode())
+            continue
+        for scan in discover(src.path, src.role, settings, index_range(config), read_sizes=False):
+            for sl in scan.slices:
+                digest.update(f"{src.role}\t{sl.path}\t{sl.page}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_sheet(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"axis": str})
+
+
+def read_sheet(path: str | Path) -> pd.DataFrame:
+    """Read a sample sheet (or slice list) once per version of the file."""
+    path = str(path)
+    return _read_sheet(path, os.path.getmtime(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _slices_by_scan(path: str, mtime: float) -> dict[str, pd.DataFrame]:
+    table = _read_sheet(path, mtime)
+    return {scan_id: group for scan_id, group in table.groupby("scan_id", sort=False)}
+
+
+def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
+    """The slice rows of one scan; the table is grouped once, not once per job."""
+    path = str(slices_tsv)
+    groups = _slices_by_scan(path, os.path.getmtime(path))
+    if scan_id not in groups:
+        raise KeyError(f"scan {scan_id!r} is not in {path}")
+    return groups[scan_id]
+
+
+__all__ = ["ConfigError", "Source", "check_config", "discover_all", "index_range",
+           "listing_fingerprint", "read_sheet", "scan_slices", "sources"]

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny generated battery-CT set and helpers to write slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from anodect.config import Roi
+from anodect.generator import DemoSettings, generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A quarter-size demo: 256x256 slices, ROIs at the original positions scaled by 1/4.
+TINY_ROIS = [Roi("left", 32, 112, 74, 144), Roi("right", 183, 112, 225, 144)]
+
+
+def tiny_settings(out_dir: Path, **overrides) -> DemoSettings:
+    base = dict(out_dir=str(out_dir), seed=3, image_size=256, n_train_normal=2, n_train_defect=1,
+                n_test=2, test_defect_fraction=0.5, first_slice=203, last_slice=212,
+                crack_slices=(2, 5), cracks_per_cell=(1, 2), contrast=(0.6, 0.9),
+                width=(4.0, 8.0), length=(30.0, 60.0))
+    base.update(overrides)
+    return DemoSettings(**base)
+
+
+def tiny_config(root: Path, demo_enabled: bool = True) -> dict:
+    demo_dir = root / "results" / "demo"
+    return {
+        "input_dir": str(demo_dir / "scans" / "test"),
+        "output_inference_dir": str(root / "results"),
+        "roi_config": [{"name": r.name, "x_min": r.x_min, "x_max": r.x_max, "y_min": r.y_min,
+                        "y_max": r.y_max} for r in TINY_ROIS],
+        "filter_index_range": {"min": 204, "max": 211},
+        "training": {"normal_dir": str(demo_dir / "scans" / "train_normal"),
+                     "annotated_dir": str(demo_dir / "scans" / "train_defect"),
+                     "annotations_dir": str(demo_dir / "annotations" / "train_defect")},
+        "demo": {**{k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in tiny_settings(demo_dir).__dict__.items()},
+                 "enabled": demo_enabled},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> tuple[Path, dict]:
+    """A generated tiny demo (read-only for tests) and its manifest."""
+    out = tmp_path_factory.mktemp("tiny_demo")
+    manifest = generate(out, tiny_settings(out), TINY_ROIS, crack_range=(204, 211), workers=1)
+    return out, manifest
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_slice(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, array)
+    return path

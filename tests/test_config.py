@@ -1,0 +1,116 @@
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
+from anodect.workflow import check_config, sources
+
+from conftest import REPO, write_slice
+
+# The original tool's README config, verbatim in content.
+ORIGINAL = """
+output_dir_model_rf_detr: models/rf_detr
+output_dir_model_patchcore: models/patchcore
+output_inference_dir: results
+input_dir: data/raw/input_data
+export_ai_csv_files: false
+
+roi_config:
+  - x_min: 127
+    x_max: 294
+    y_min: 448
+    y_max: 576
+    name: "left"
+  - x_min: 733
+    x_max: 900
+    y_min: 448
+    y_max: 576
+    name: "right"
+
+rf_detr_checkpoint: checkpoint_best_total.pth
+class_label: anode crack
+patchcore_threshold: 2.5
+rf_detr_threshold: 0.8
+resize_size: [168, 128]
+filter_index_range:
+  min: 215
+  max: 222
+"""
+
+
+def _original(tmp_path, image_size=1024):
+    config = yaml.safe_load(ORIGINAL)
+    config["input_dir"] = str(tmp_path / "input")
+    for i in range(214, 224):
+        write_slice(tmp_path / "input" / "[B1]" / "[Z軸]" / f"[B1]_負極_{i:04d}.tif",
+                    np.zeros((image_size, image_size), np.uint8))
+    return config
+
+
+def test_original_config_is_accepted_as_is(tmp_path):
+    config = check_config(_original(tmp_path))
+    assert config["patchcore_threshold"] == 2.5
+    assert config["discovery"]["axis_folder"] == "Z軸"
+    assert config["demo"]["enabled"] is False
+    assert [s.role for s in sources(config)] == ["inspect"]
+
+
+def test_shipped_config_is_valid():
+    config = load_config(REPO / "config" / "config.yaml")
+    assert config["demo"]["enabled"] is True
+    assert [r.name for r in rois_from_config(config)] == ["left", "right"]
+
+
+def test_problems_are_reported_together_naming_their_keys(tmp_path):
+    config = _original(tmp_path, image_size=800)
+    config["filter_index_range"] = {"min": 222, "max": 215}
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    text = str(err.value)
+    assert "filter_index_range: min (222) is greater than max (215)" in text
+    config["filter_index_range"] = {"min": 215, "max": 222}
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    text = str(err.value)
+    assert "roi_config[0] (left)" not in text  # x 127..294 fits an 800-wide image
+    assert "roi_config[1] (right)" in text and "outside the 800x800" in text and "input_dir" in text
+
+
+def test_missing_and_empty_input_folders(tmp_path):
+    config = yaml.safe_load(ORIGINAL)
+    config["input_dir"] = str(tmp_path / "absent")
+    with pytest.raises(ConfigError, match="input_dir: folder .*absent.* not found"):
+        check_config(copy.deepcopy(config))
+    (tmp_path / "empty").mkdir()
+    config["input_dir"] = str(tmp_path / "empty")
+    with pytest.raises(ConfigError, match=r"input_dir: no slice found .*215\.\.222 \(filter_index_range\)"):
+        check_config(config)
+
+
+def test_schema_errors_name_the_key():
+    config = yaml.safe_load(ORIGINAL)
+    config["roi_config"][0]["x_min"] = "127"
+    config["unknown_key"] = 1
+    with pytest.raises(ConfigError) as err:
+        validate_schema(config)
+    assert "roi_config[0].x_min" in str(err.value) and "unknown_key" in str(err.value)
+
+
+def test_roi_rules():
+    from anodect.config import Roi
+    assert roi_problems([Roi("a", 10, 10, 5, 20)], None)[0].startswith("roi_config[0] (a): empty box")
+    assert "same width x height" in roi_problems([Roi("a", 0, 0, 10, 10), Roi("b", 0, 0, 12, 10)], None)[0]
+    assert "duplicate ROI name" in roi_problems([Roi("a", 0, 0, 10, 10), Roi("a", 20, 0, 30, 10)], None)[0]
+    assert roi_problems([Roi("a", 0, 0, 10, 10)], (10, 10)) == []
+    assert "outside" in roi_problems([Roi("a", 0, 0, 11, 10)], (10, 10))[0]
+
+
+def test_demo_folders_are_not_required_to_exist(tmp_path):
+    config = load_config(REPO / "config" / "config.yaml")
+    config["demo"]["out_dir"] = str(tmp_path / "demo")
+    config["input_dir"] = str(tmp_path / "demo" / "scans" / "test")
+    config["training"] = {"normal_dir": str(tmp_path / "demo" / "scans" / "train_normal")}
+    check_config(config)
+    assert all(s.generated for s in sources(config))

@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from anodect.config import Roi
+from anodect.crops import CropSet, NoUsableSlices, extract_crops
+
+from conftest import write_slice
+
+ROIS = [Roi("left", 2, 3, 6, 5), Roi("right", 10, 3, 14, 5)]
+WINDOW = {"mode": "auto", "low_percentile": 0, "high_percentile": 100}
+
+
+def _slices(tmp_path, images):
+    rows = []
+    for i, image in images.items():
+        path = tmp_path / f"s_{i:04d}.tif"
+        if isinstance(image, bytes):
+            path.write_bytes(image)
+        else:
+            write_slice(path, image)
+        rows.append({"slice_index": i, "path": str(path), "page": -1})
+    return pd.DataFrame(rows)
+
+
+def _coded(value_offset=0):
+    # Each pixel encodes its own position, so a crop proves where it was cut.
+    yy, xx = np.mgrid[0:8, 0:16]
+    return (yy * 16 + xx + value_offset).astype(np.uint8)
+
+
+def test_crops_come_from_the_roi_pixels(tmp_path):
+    crop_set, qc = extract_crops("s1", _slices(tmp_path, {7: _coded(), 5: _coded(100)}), ROIS, WINDOW)
+    assert crop_set.crops.shape == (2, 2, 2, 4) and crop_set.crops.dtype == np.uint8
+    assert list(crop_set.slice_indices) == [5, 7]  # sorted by slice index
+    assert np.array_equal(crop_set.crops[1, 0], _coded()[3:5, 2:6])
+    assert np.array_equal(crop_set.crops[1, 1], _coded()[3:5, 10:14])
+    assert np.array_equal(crop_set.crops[0, 0], _coded(100)[3:5, 2:6])
+    assert list(qc["status"]) == ["ok", "ok"]
+    assert list(crop_set.roi_names) == ["left", "right"]
+
+
+def test_16bit_scan_is_windowed_once_for_all_slices(tmp_path):
+    a = np.full((8, 16), 1000, np.uint16)
+    b = np.full((8, 16), 3000, np.uint16)
+    crop_set, _ = extract_crops("s1", _slices(tmp_path, {1: a, 2: b}), ROIS, WINDOW)
+    assert crop_set.window == (1000.0, 3000.0)
+    assert crop_set.crops[0].max() == 0 and crop_set.crops[1].min() == 255
+
+
+def test_bad_and_wrong_sized_slices_are_skipped_and_recorded(tmp_path):
+    slices = _slices(tmp_path, {1: _coded(), 2: np.zeros((9, 16), np.uint8), 3: b"", 4: _coded(1)})
+    crop_set, qc = extract_crops("s1", slices, ROIS, WINDOW)
+    assert list(crop_set.slice_indices) == [1, 4]
+    reasons = dict(zip(qc["slice_index"], qc["reason"]))
+    assert "differs from the scan's 16x8" in reasons[2]
+    assert "empty file" in reasons[3] and "s_0003.tif" in reasons[3]
+    assert list(qc["status"]) == ["ok", "skipped", "skipped", "ok"]
+
+
+def test_expected_shape_from_the_sample_sheet_wins(tmp_path):
+    slices = _slices(tmp_path, {1: _coded(), 2: np.zeros((9, 16), np.uint8)})
+    crop_set, _ = extract_crops("s1", slices, ROIS, WINDOW, expected_shape=(9, 16))
+    assert list(crop_set.slice_indices) == [2]
+
+
+def test_a_scan_with_nothing_usable_raises_with_the_reasons(tmp_path):
+    with pytest.raises(NoUsableSlices, match="s1: no usable slice.*empty file"):
+        extract_crops("s1", _slices(tmp_path, {1: b""}), ROIS, WINDOW)
+
+
+def test_save_load_round_trip_without_pickle(tmp_path):
+    crop_set, _ = extract_crops("s1", _slices(tmp_path, {1: _coded()}), ROIS, WINDOW)
+    crop_set.save(tmp_path / "c.npz")
+    loaded = CropSet.load(tmp_path / "c.npz")
+    assert loaded.scan_id == "s1" and loaded.window == crop_set.window
+    assert np.array_equal(loaded.crops, crop_set.crops)
+    assert np.array_equal(loaded.roi_boxes, [[2, 3, 6, 5], [10, 3, 14, 5]])
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind

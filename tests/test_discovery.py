@@ -1,0 +1,110 @@
+import re
+
+import numpy as np
+import pytest
+import tifffile
+
+from anodect.discovery import (DiscoverySettings, compact_indices, discover, make_scan_id, scans_table,
+                               slices_table, slugify)
+
+from conftest import write_slice
+
+SETTINGS = DiscoverySettings()
+IMG = np.zeros((8, 10), np.uint16)
+
+
+def _scan(root, battery, indices, axis="[Z軸]", stem="負極", ext=".tif"):
+    for i in indices:
+        write_slice(root / battery / axis / f"{stem}_{i:04d}{ext}", IMG)
+
+
+def test_original_naming_with_brackets_spaces_and_japanese(tmp_path):
+    _scan(tmp_path, "[2024-05] セル A (再検査)", range(200, 235))
+    scans = discover(tmp_path, "inspect", SETTINGS, (205, 230))
+    assert len(scans) == 1
+    scan = scans[0]
+    assert scan.battery_id == "[2024-05] セル A (再検査)"
+    assert scan.axis == "[Z軸]"
+    assert [s.index for s in scan.slices] == list(range(205, 231))
+    assert re.fullmatch(r"[a-z0-9_]+-[0-9a-f]{8}", scan.scan_id)
+    assert (scan.height, scan.width) == (8, 10)
+
+
+def test_same_battery_name_under_two_parents_does_not_collide(tmp_path):
+    _scan(tmp_path / "line1", "cell 01", [210])
+    _scan(tmp_path / "line2", "cell 01", [210])
+    scans = discover(tmp_path, "inspect", SETTINGS, None)
+    assert [s.battery_id for s in scans] == ["cell 01", "cell 01"]
+    assert len({s.scan_id for s in scans}) == 2
+    assert [s.battery_path for s in scans] == ["line1/cell 01", "line2/cell 01"]
+
+
+def test_ids_are_stable_and_depend_on_role(tmp_path):
+    _scan(tmp_path, "B1", [210])
+    first = discover(tmp_path, "inspect", SETTINGS, None)[0].scan_id
+    assert discover(tmp_path, "inspect", SETTINGS, None)[0].scan_id == first
+    assert discover(tmp_path, "train_normal", SETTINGS, None)[0].scan_id != first
+    assert make_scan_id("inspect", "B1/[Z軸]", "B1", "[Z軸]") == first
+
+
+def test_filters_follow_the_original_conventions(tmp_path):
+    _scan(tmp_path, "B1", [204, 205, 230, 231])
+    _scan(tmp_path, "B1", [210], stem="正極")  # cathode files: not analysed
+    _scan(tmp_path, "B1", [211], axis="[X軸]")  # another axis
+    _scan(tmp_path, "B1", [212], ext=".TIF")  # upper-case extension still counts
+    write_slice(tmp_path / "B1" / "[Z軸]" / "負極_12.tif", IMG)  # not a 4-digit index
+    (tmp_path / "B1" / "[Z軸]" / "notes.txt").write_text("x")
+    scans = discover(tmp_path, "inspect", SETTINGS, (205, 230))
+    assert len(scans) == 1
+    assert [s.index for s in scans[0].slices] == [205, 212, 230]
+
+
+def test_case_sensitive_glob_and_custom_regex(tmp_path):
+    _scan(tmp_path, "B1", [1, 2], ext=".TIF")
+    strict = DiscoverySettings(case_sensitive=True, file_glob="*.tif")
+    assert discover(tmp_path, "inspect", strict, None) == []
+    custom = DiscoverySettings(name_contains="", axis_folder=None, slice_regex=r"(\d+)\.tif$")
+    write_slice(tmp_path / "plain" / "slice12.tif", IMG)
+    scans = discover(tmp_path / "plain", "inspect", custom, None)
+    assert [s.index for s in scans[0].slices] == [12] and scans[0].axis == ""
+
+
+def test_duplicate_slice_index_keeps_the_first_and_says_so(tmp_path):
+    write_slice(tmp_path / "B1" / "[Z軸]" / "a_負極_0210.tif", IMG)
+    write_slice(tmp_path / "B1" / "[Z軸]" / "b_負極_0210.tif", IMG)
+    scan = discover(tmp_path, "inspect", SETTINGS, None)[0]
+    assert len(scan.slices) == 1 and scan.slices[0].path.endswith("a_負極_0210.tif")
+    assert "duplicate index" in scan.notes[0]
+
+
+def test_multi_page_stack_layout(tmp_path):
+    stack = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    (tmp_path / "[A]").mkdir()
+    tifffile.imwrite(tmp_path / "[A]" / "cell_負極.tif", stack)
+    settings = DiscoverySettings(layout="stack", stack_first_index=100)
+    scans = discover(tmp_path, "inspect", settings, (101, 103))
+    assert len(scans) == 1
+    assert [(s.index, s.page) for s in scans[0].slices] == [(101, 1), (102, 2), (103, 3)]
+    assert (scans[0].height, scans[0].width) == (6, 7)
+
+
+def test_tables_and_missing_root(tmp_path):
+    _scan(tmp_path, "B1", [1, 2, 3, 7])
+    scans = discover(tmp_path, "inspect", SETTINGS, None)
+    sheet = scans_table(scans)
+    assert sheet.loc[0, "slice_indices"] == "1-3,7" and sheet.loc[0, "n_slices"] == 4
+    assert list(slices_table(scans)["slice_index"]) == [1, 2, 3, 7]
+    with pytest.raises(FileNotFoundError, match="nope"):
+        discover(tmp_path / "nope", "inspect", SETTINGS, None)
+
+
+def test_slugify_and_compact_indices():
+    assert slugify("[T01] 検査セル_[Z軸]") == "t01_z"
+    assert slugify("セル") == "scan"
+    assert compact_indices([5, 1, 2, 3, 9]) == "1-3,5,9"
+    assert compact_indices([]) == ""
+
+
+def test_regex_without_group_is_rejected():
+    with pytest.raises(ValueError, match="capture group"):
+        DiscoverySettings(slice_regex=r"\d{4}").compiled_regex()

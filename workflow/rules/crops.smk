@@ -1,0 +1,34 @@
+rule crop_rois:
+    input:
+        # ancient: adding a scan rewrites the slice list, which must not rerun
+        # the crops of every other scan; the slice files themselves are inputs.
+        slices=ancient(f"{RESULTS}/slices.tsv"),
+        scans=ancient(f"{RESULTS}/scans.tsv"),
+        images=slice_files,
+    output:
+        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        qc=f"{RESULTS}/qc/{{scan}}.tsv",
+    log:
+        f"{RESULTS}/logs/crop_rois/{{scan}}.log",
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        rois=config["roi_config"],
+        window=config["window"],
+    script:
+        "../scripts/crop_rois.py"
+
+
+rule qc_table:
+    input:
+        lambda wildcards: expand(f"{RESULTS}/qc/{{scan}}.tsv", scan=scan_ids()),
+    output:
+        f"{RESULTS}/qc.tsv",
+    log:
+        f"{RESULTS}/logs/qc_table.log",
+    conda:
+        "../../envs/anodect.yaml"
+    script:
+        "../scripts/qc_table.py"

@@ -1,0 +1,21 @@
+if DEMO["enabled"]:
+
+    rule generate_demo:
+        output:
+            manifest=f"{DEMO['out_dir']}/manifest.json",
+            scans=directory(f"{DEMO['out_dir']}/scans"),
+            annotations=directory(f"{DEMO['out_dir']}/annotations"),
+            truth=directory(f"{DEMO['out_dir']}/truth"),
+        log:
+            f"{RESULTS}/logs/generate_demo.log",
+        conda:
+            "../../envs/anodect.yaml"
+        threads: 2
+        resources:
+            mem_mb=2000,
+        params:
+            demo=DEMO,
+            rois=config["roi_config"],
+            filter_index_range=config["filter_index_range"],
+        script:
+            "../scripts/generate_demo.py"

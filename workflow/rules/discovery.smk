@@ -1,0 +1,18 @@
+checkpoint discover_scans:
+    input:
+        demo_manifest(),
+    output:
+        scans=f"{RESULTS}/scans.tsv",
+        slices=f"{RESULTS}/slices.tsv",
+    log:
+        f"{RESULTS}/logs/discover_scans.log",
+    conda:
+        "../../envs/anodect.yaml"
+    params:
+        sources=[vars(src) for src in aw.sources(config)],
+        discovery=config["discovery"],
+        filter_index_range=config["filter_index_range"],
+        # Reruns discovery when scans appear in or vanish from the user's folders.
+        listing=aw.listing_fingerprint(config),
+    script:
+        "../scripts/discover_scans.py"
