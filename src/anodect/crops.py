@@ -39,6 +39,7 @@ class CropSet:
     roi_names: np.ndarray  # str [roi]
     roi_boxes: np.ndarray  # int [roi, 4]: x_min, y_min, x_max, y_max (max exclusive)
     window: tuple[float, float]
+    context: int = 0  # pixels of surrounding slice kept on every side of each ROI
 
     def save(self, path: str | Path) -> None:
         save_arrays(
@@ -50,6 +51,7 @@ class CropSet:
             roi_names=self.roi_names.astype(str),
             roi_boxes=self.roi_boxes.astype(np.int64),
             window=np.array(self.window, np.float64),
+            context=np.array(self.context, np.int64),
         )
 
     @classmethod
@@ -63,11 +65,33 @@ class CropSet:
             roi_names=a["roi_names"],
             roi_boxes=a["roi_boxes"],
             window=(float(a["window"][0]), float(a["window"][1])),
+            context=int(a["context"]) if "context" in a else 0,
         )
 
     @property
     def n_slices(self) -> int:
         return int(self.crops.shape[0])
+
+    def inner(self) -> np.ndarray:
+        """The crops without their context: exactly the ROI pixels, [slice, roi, h, w]."""
+        c = self.context
+        return self.crops[..., c:self.crops.shape[-2] - c, c:self.crops.shape[-1] - c] if c else self.crops
+
+
+def cut_with_context(image: np.ndarray, roi: Roi, context: int) -> np.ndarray:
+    """``image[roi]`` grown by ``context`` pixels per side; outside the image, mirrored.
+
+    Models see what lies around the ROI, so patches at its edge are judged with
+    their real neighbourhood instead of padding.
+    """
+    y0, y1 = roi.y_min - context, roi.y_max + context
+    x0, x1 = roi.x_min - context, roi.x_max + context
+    h, w = image.shape
+    part = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    pad = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)))
+    if any(p for pair in pad for p in pair):
+        part = np.pad(part, pad, mode="symmetric")
+    return part
 
 
 def _roi_fits(rois: list[Roi], shape: tuple[int, int]) -> str | None:
@@ -84,6 +108,7 @@ def extract_crops(
     rois: list[Roi],
     window_settings: dict,
     expected_shape: tuple[int, int] | None = None,
+    context: int = 0,
 ) -> tuple[CropSet, pd.DataFrame]:
     """Read a scan's slices once, window them and cut every ROI.
 
@@ -94,6 +119,7 @@ def extract_crops(
         window_settings: the ``window`` config section.
         expected_shape: (height, width) every slice must have; by default the most
             common shape among readable slices.
+        context: pixels of surrounding slice to keep around every ROI.
 
     Returns:
         The crops and the QC table (one row per slice, ``status`` ok or skipped).
@@ -135,7 +161,7 @@ def extract_crops(
         if problem:
             rec.update(status="skipped", reason=problem)
             continue
-        cut = np.stack([image[r.y_min:r.y_max, r.x_min:r.x_max] for r in rois])
+        cut = np.stack([cut_with_context(image, r, context) for r in rois])
         kept.append((index, path, cut))
         # A strided view of the whole slice sets the window; the slice itself is
         # dropped here so a long stack never sits in memory at once.
@@ -155,6 +181,7 @@ def extract_crops(
         roi_names=np.array([r.name for r in rois], dtype=str),
         roi_boxes=np.array([r.as_box() for r in rois], np.int64),
         window=(window.low, window.high),
+        context=context,
     )
     return crop_set, qc
 

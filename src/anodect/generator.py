@@ -149,8 +149,8 @@ class DemoSettings:
     last_slice: int = 232
     crack_slices: tuple[int, int] = (2, 12)
     cracks_per_cell: tuple[int, int] = (1, 2)
-    contrast: tuple[float, float] = (0.3, 0.9)
-    width: tuple[float, float] = (1.2, 3.0)
+    contrast: tuple[float, float] = (0.6, 1.0)
+    width: tuple[float, float] = (1.5, 3.0)
     length: tuple[float, float] = (12.0, 36.0)
 
     @classmethod
@@ -161,6 +161,48 @@ class DemoSettings:
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
+
+
+def _polar(cell: "CellSpec", xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radius (with the winding's ellipticity) and angle of pixels about the cell's axis."""
+    dx, dy = xx - cell.cx, yy - cell.cy
+    theta = np.arctan2(dy, dx)
+    r = np.hypot(dx, dy) * (1 + cell.ellipticity * np.cos(2 * (theta - cell.ellipse_angle)))
+    return r.astype(np.float32), theta.astype(np.float32)
+
+
+def _spiral(cell: "CellSpec", r: np.ndarray, theta: np.ndarray, slice_index: int):
+    """Position in the jelly roll: LUT index within the turn, turn number, inside-winding mask."""
+    t = (r - cell.r_mandrel) / cell.pitch - (theta + cell.phase + cell.twist * slice_index) / (2 * math.pi)
+    turn = np.floor(t)
+    idx = np.minimum(((t - turn) * _LUT_SIZE).astype(np.int32), _LUT_SIZE - 1)
+    turn_i = turn.astype(np.int32)
+    winding = (turn_i >= 0) & (turn_i < cell.n_turns) & (r < cell.r_wind) & (r >= cell.r_mandrel)
+    return idx, turn, winding
+
+
+def _crack_band(crack: "CrackSpec", slice_index: int, shape: tuple[int, int]):
+    """Soft mask (0..1) of a crack in a window of the slice, and the window's origin."""
+    x, y, length, width = crack.geometry(slice_index)
+    poly = crack.polygon(slice_index)
+    x0, y0 = np.maximum(np.floor(poly.min(axis=0)).astype(int), 0)
+    x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
+    x1, y1 = min(x1, shape[1]), min(y1, shape[0])
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    ux, uy = math.cos(crack.angle), math.sin(crack.angle)
+    along = (xx - x) * ux + (yy - y) * uy
+    across = -(xx - x) * uy + (yy - y) * ux
+    # Distance to the crack's centre segment (a capsule), soft by half a pixel.
+    dist = np.hypot(np.maximum(np.abs(along) - length / 2, 0), across)
+    return np.clip(width / 2 + 0.5 - dist, 0, 1), (x0, y0, x1, y1), (xx, yy)
+
+
+def _anode_crossed(cell: "CellSpec", crack: "CrackSpec", slice_index: int, lut_anode: np.ndarray) -> float:
+    """Anode area (pixels) the crack darkens in one slice."""
+    band, _, (xx, yy) = _crack_band(crack, slice_index, (cell.image_size, cell.image_size))
+    r, theta = _polar(cell, xx, yy)
+    idx, _, winding = _spiral(cell, r, theta, slice_index)
+    return float((band * np.where(winding, lut_anode[idx], 0)).sum())
 
 
 def battery_name(split: str, number: int) -> str:
@@ -208,7 +250,14 @@ def _plan_crack(
             and poly[:, 1].max() <= roi.y_max - 1 - margin
             for s in range(crack.first_slice, crack.last_slice + 1)
         )
-        if inside:
+        # A crack in the truth must be a crack in the pixels: in every slice it
+        # has to break through most of an anode layer, not slip between two.
+        lut_anode = CellRenderer._layer_lut(cell.pitch)[1]
+        visible = inside and all(
+            _anode_crossed(cell, crack, s, lut_anode) >= 0.3 * crack.width * cell.pitch
+            for s in range(crack.first_slice, crack.last_slice + 1)
+        )
+        if visible:
             return crack
     raise ValueError(
         f"could not place a crack inside the ROIs of cell {cell.battery_id}: "
@@ -278,10 +327,8 @@ class CellRenderer:
         scale = size / 1024
         rng = np.random.default_rng([cell.seed, cell.index, 1])
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-        dx, dy = xx - cell.cx, yy - cell.cy
-        self.theta = np.arctan2(dy, dx)
-        r = np.hypot(dx, dy)
-        self.r = r * (1 + cell.ellipticity * np.cos(2 * (self.theta - cell.ellipse_angle)))
+        self.r, self.theta = _polar(cell, xx, yy)
+        r = np.hypot(xx - cell.cx, yy - cell.cy)
         self.strip_grid = np.arange(-1, cell.n_turns + 3, dtype=np.float32)
         self.turn_gain = (1 + rng.normal(0, 0.04, len(self.strip_grid))).astype(np.float32)
         # Beam hardening darkens the middle of a dense cylinder ("cupping").
@@ -361,12 +408,7 @@ class CellRenderer:
     def phantom(self, slice_index: int, with_cracks: bool = True) -> np.ndarray:
         """Noise-free attenuation image of one slice (float32, roughly 0..1)."""
         c = self.cell
-        t = (self.r - c.r_mandrel) / c.pitch - (self.theta + c.phase + c.twist * slice_index) / (2 * math.pi)
-        turn = np.floor(t)
-        u = t - turn
-        idx = np.minimum((u * _LUT_SIZE).astype(np.int32), _LUT_SIZE - 1)
-        turn_i = turn.astype(np.int32)
-        winding = (turn_i >= 0) & (turn_i < c.n_turns) & (self.r < c.r_wind) & (self.r >= c.r_mandrel)
+        idx, turn, winding = _spiral(c, self.r, self.theta, slice_index)
         # Coating density drifts along the wound strip. Index it by the position
         # along the strip (turn plus angle), not by turn alone, or every layer
         # would jump in brightness where the angle wraps, inside the ROIs.
@@ -382,23 +424,9 @@ class CellRenderer:
 
     @staticmethod
     def _apply_crack(image: np.ndarray, anode: np.ndarray, crack: CrackSpec, slice_index: int) -> None:
-        geo = crack.geometry(slice_index)
-        if geo is None:
+        if crack.geometry(slice_index) is None:
             return
-        x, y, length, width = geo
-        poly = crack.polygon(slice_index)
-        x0, y0 = np.floor(poly.min(axis=0)).astype(int)
-        x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
-        x0, y0 = max(x0, 0), max(y0, 0)
-        x1, y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        ux, uy = math.cos(crack.angle), math.sin(crack.angle)
-        along = (xx - x) * ux + (yy - y) * uy
-        across = -(xx - x) * uy + (yy - y) * ux
-        # Distance to the crack's centre segment (a capsule), soft by half a pixel.
-        along_out = np.maximum(np.abs(along) - length / 2, 0)
-        dist = np.hypot(along_out, across)
-        band = np.clip(width / 2 + 0.5 - dist, 0, 1)
+        band, (x0, y0, x1, y1), _ = _crack_band(crack, slice_index, image.shape)
         region = image[y0:y1, x0:x1]
         weight = crack.contrast * band * anode[y0:y1, x0:x1]
         region -= weight * (region - _VOID)

@@ -17,6 +17,7 @@ rule crop_rois:
     params:
         rois=config["roi_config"],
         window=config["window"],
+        context=config["crop_context"],
     script:
         "../scripts/crop_rois.py"
 

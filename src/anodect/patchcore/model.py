@@ -1,0 +1,330 @@
+"""PatchCore: a memory bank of normal patch features, and distances to it.
+
+Training embeds every ROI crop of the normal scans, keeps a coreset of the patch
+features and saves it as ``memory_bank.npy`` beside ``model.json`` (backbone,
+weights id, layers, dimensions, input size, normalisation, coreset settings,
+training scans, score statistics). Nothing in a saved model is pickled.
+
+Scoring embeds a whole scan's crops in batches, finds each patch's nearest bank
+vector and returns, per crop, the image score (the largest patch score) and an
+anomaly map at the crop's own resolution (bilinear upsampling, Gaussian σ=4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..io import save_arrays, write_json
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, file_sha256
+from .coreset import greedy_coreset
+from .search import NearestNeighbourIndex
+
+log = logging.getLogger(__name__)
+
+FORMAT = "anodect-patchcore/1"
+MAP_SIGMA = 4.0
+
+
+@dataclass
+class PatchCoreSettings:
+    """The ``patchcore`` config keys that shape a model."""
+
+    backbone: str = "efficientnet_lite0"
+    layers: tuple[str, ...] | None = None
+    weights_path: str | None = None
+    download_weights: bool = False
+    feature_dim: int | None = None
+    input_size: tuple[int, int] | None = None
+    coreset_fraction: float = 0.1
+    projection_dim: int = 128
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def from_config(cls, section: dict) -> "PatchCoreSettings":
+        kwargs = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+        for key in ("input_size", "layers"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+
+@dataclass
+class ScoreResult:
+    """PatchCore's output for a set of crops."""
+
+    scores: np.ndarray  # float32 [N]: largest patch score per crop
+    maps: np.ndarray  # float32 [N, H, W]: anomaly map at crop resolution
+    timings: dict = field(default_factory=dict)
+
+
+class PatchCore:
+    """A PatchCore model: backbone, feature layout and memory bank.
+
+    Args:
+        settings: backbone and feature settings.
+        device: torch device for the backbone and the search.
+    """
+
+    def __init__(self, settings: PatchCoreSettings, device: torch.device | str = "cpu"):
+        self.settings = settings
+        self.device = torch.device(device)
+        self.backbone, self.backbone_info = build_backbone(
+            settings.backbone, settings.weights_path, settings.download_weights, settings.layers)
+        self.backbone = self.backbone.to(self.device).to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.bank: np.ndarray | None = None
+        self.index: NearestNeighbourIndex | None = None
+        self.metadata: dict = {}
+
+    # ---- features -------------------------------------------------------------------
+    @property
+    def feature_dim(self) -> int:
+        return self.settings.feature_dim or sum(self.backbone_info.channels)
+
+    def _preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = x.float().div_(255.0).unsqueeze(1)
+        if self.settings.input_size is not None:
+            x = F.interpolate(x, size=tuple(self.settings.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _embed_batch(self, crops: np.ndarray) -> torch.Tensor:
+        """[B, H, W] uint8 → [B, gh, gw, D] patch features on the stride-8 grid."""
+        feats = self.backbone(self._preprocess(crops))
+        grid = feats[0].shape[-2:]
+        out = []
+        for f in feats:
+            # Locally aware patches: each position sees its 3x3 neighbourhood.
+            f = F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False)
+            if f.shape[-2:] != grid:
+                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            out.append(f)
+        x = torch.cat(out, 1).permute(0, 2, 3, 1)  # B, gh, gw, C
+        if self.settings.feature_dim and self.settings.feature_dim < x.shape[-1]:
+            b, gh, gw, c = x.shape
+            x = F.adaptive_avg_pool1d(x.reshape(-1, 1, c), self.settings.feature_dim).reshape(b, gh, gw, -1)
+        return x.float()
+
+    @torch.inference_mode()
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """Patch features of crops [N, H, W] uint8 → [N, gh, gw, D] float32."""
+        parts = []
+        for start in range(0, len(crops), self.settings.batch_size):
+            parts.append(self._embed_batch(crops[start:start + self.settings.batch_size]).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0, 0, self.feature_dim), np.float32)
+
+    # ---- training -------------------------------------------------------------------
+    def fit(self, crops: np.ndarray, context: int = 0, training_scans: list[dict] | None = None) -> "PatchCore":
+        """Build the memory bank from normal crops [N, H, W] uint8 with ``context`` pixels around the ROI."""
+        t0 = time.perf_counter()
+        features = self.embed(crops)
+        n, gh, gw, d = features.shape
+        rows, cols = inner_patches((gh, gw), crops.shape[1:], context)
+        flat = features[:, rows, cols].reshape(-1, d)
+        t1 = time.perf_counter()
+        keep = greedy_coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
+                              seed=self.settings.seed, device=self.device)
+        self.bank = np.ascontiguousarray(flat[np.sort(keep)])
+        t2 = time.perf_counter()
+        self.index = NearestNeighbourIndex(self.bank, self.device)
+        train_scores = self.score(crops, context).scores
+        self.metadata = {
+            "format": FORMAT,
+            "backbone": self.backbone_info.name,
+            "weights_id": self.backbone_info.weights_id,
+            "layers": list(self.backbone_info.layers),
+            "layer_channels": list(self.backbone_info.channels),
+            "layer_strides": list(self.backbone_info.strides),
+            "feature_dim": int(d),
+            "patch_grid": [int(gh), int(gw)],
+            "crop_size": [int(crops.shape[1]), int(crops.shape[2])],
+            "context": int(context),
+            "input_size": list(self.settings.input_size) if self.settings.input_size else None,
+            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255"},
+            "neighbourhood": 3,
+            "score": "squared L2 distance to the nearest memory-bank vector (k=1); image score = max patch score",
+            "map_sigma": MAP_SIGMA,
+            "coreset_fraction": self.settings.coreset_fraction,
+            "projection_dim": self.settings.projection_dim,
+            "seed": self.settings.seed,
+            "n_train_crops": int(n),
+            "n_train_patches": int(len(flat)),
+            "bank_size": int(len(self.bank)),
+            "training_scans": training_scans or [],
+            "train_score_stats": _stats(train_scores),
+            "timings_s": {"embed": round(t1 - t0, 3), "coreset": round(t2 - t1, 3)},
+            "versions": _versions(),
+        }
+        return self
+
+    # ---- scoring --------------------------------------------------------------------
+    @torch.inference_mode()
+    def score(self, crops: np.ndarray, context: int = 0) -> ScoreResult:
+        """Image scores and anomaly maps of crops [N, H, W] uint8, batch by batch.
+
+        Only patches centred inside the ROI (the crop less ``context`` pixels per
+        side) are searched and scored; maps cover the ROI, at its resolution.
+        """
+        if self.index is None:
+            raise RuntimeError("PatchCore has no memory bank: fit() or load() first")
+        n, h, w = crops.shape
+        ih, iw = h - 2 * context, w - 2 * context
+        scores = np.zeros(n, np.float32)
+        maps = np.zeros((n, ih, iw), np.float32)
+        t_embed = t_search = t_map = 0.0
+        for start in range(0, n, self.settings.batch_size):
+            t0 = time.perf_counter()
+            feats = self._embed_batch(crops[start:start + self.settings.batch_size])
+            b, gh, gw, d = feats.shape
+            rows, cols = inner_patches((gh, gw), (h, w), context)
+            inner = feats[:, rows, cols]
+            t1 = time.perf_counter()
+            patch = self.index.search(inner.reshape(-1, d).cpu().numpy()).reshape(b, *inner.shape[1:3])
+            t2 = time.perf_counter()
+            scores[start:start + b] = patch.reshape(b, -1).max(1)
+            maps[start:start + b] = patch_scores_to_maps(patch, (gh, gw), rows, cols, (h, w), context)
+            t_map += time.perf_counter() - t2
+            t_embed += t1 - t0
+            t_search += t2 - t1
+        return ScoreResult(scores, maps, {"embed": t_embed, "search": t_search, "maps": t_map})
+
+    # ---- persistence ----------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """Write ``memory_bank.npy`` and ``model.json`` (atomically, no pickle)."""
+        folder = Path(folder)
+        bank_path = folder / "memory_bank.npy"
+        from ..io import atomic_path
+
+        with atomic_path(bank_path) as tmp:
+            np.save(tmp, self.bank, allow_pickle=False)
+        meta = {**self.metadata, "bank_sha256": file_sha256(bank_path),
+                "model_id": file_sha256(bank_path, 12)}
+        self.metadata = meta
+        write_json(folder / "model.json", meta)
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | str = "cpu", batch_size: int = 32,
+             weights_path: str | None = None, download_weights: bool = False) -> "PatchCore":
+        """Load a saved model, checking the bank against its recorded hash.
+
+        Raises:
+            ValueError: missing files, unknown format, or a bank that does not
+                match its metadata.
+        """
+        folder = Path(folder)
+        meta_path, bank_path = folder / "model.json", folder / "memory_bank.npy"
+        for p in (meta_path, bank_path):
+            if not p.is_file():
+                raise ValueError(f"{p}: PatchCore model file missing")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        if file_sha256(bank_path) != meta.get("bank_sha256"):
+            raise ValueError(f"{bank_path}: contents do not match the hash in {meta_path.name}")
+        settings = PatchCoreSettings(
+            backbone=meta["backbone"], layers=tuple(meta["layers"]), weights_path=weights_path, download_weights=download_weights,
+            feature_dim=meta["feature_dim"] if meta["feature_dim"] < sum(meta["layer_channels"]) else None,
+            input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
+            coreset_fraction=meta["coreset_fraction"], projection_dim=meta["projection_dim"],
+            batch_size=batch_size, seed=meta["seed"])
+        model = cls(settings, device)
+        if model.backbone_info.weights_id != meta["weights_id"]:
+            raise ValueError(
+                f"{meta_path}: model was built with backbone weights {meta['weights_id']}, "
+                f"but {model.backbone_info.weights_id} are loaded here")
+        model.bank = np.load(bank_path, allow_pickle=False)
+        if model.bank.shape != (meta["bank_size"], meta["feature_dim"]):
+            raise ValueError(f"{bank_path}: shape {model.bank.shape} does not match {meta_path.name}")
+        model.index = NearestNeighbourIndex(model.bank, model.device)
+        model.metadata = meta
+        return model
+
+    def check_compatible(self, crop_size: tuple[int, int], context: int) -> None:
+        """Refuse crops unlike the training crops (size, context), saying what differs."""
+        trained = tuple(self.metadata.get("crop_size", ()))
+        if trained and trained != tuple(crop_size):
+            raise ValueError(f"crops are {crop_size[1]}x{crop_size[0]} (WxH) but the PatchCore model "
+                             f"was trained on {trained[1]}x{trained[0]} crops")
+        if self.metadata.get("context", 0) != context:
+            raise ValueError(f"crops carry {context} px of context but the PatchCore model was "
+                             f"trained with {self.metadata.get('context', 0)} px (crop_context)")
+
+
+def inner_patches(grid: tuple[int, int], size: tuple[int, int], context: int) -> tuple[slice, slice]:
+    """Rows and columns of the patch grid whose centres lie inside the ROI."""
+    out = []
+    for g, s in zip(grid, size):
+        centres = (np.arange(g) + 0.5) * s / g
+        keep = np.flatnonzero((centres >= context) & (centres < s - context))
+        if len(keep) == 0:
+            raise ValueError(f"no patch centre inside the ROI: crop {size}, context {context}, grid {grid}")
+        out.append(slice(int(keep[0]), int(keep[-1]) + 1))
+    return out[0], out[1]
+
+
+def patch_scores_to_maps(
+    patch: np.ndarray, grid: tuple[int, int], rows: slice, cols: slice,
+    size: tuple[int, int], context: int,
+) -> np.ndarray:
+    """Inner patch scores [B, r, c] → smoothed maps [B, h, w] over the ROI pixels.
+
+    The grid is completed by repeating its edge values over the context patches,
+    upsampled bilinearly to the whole crop, blurred (σ=4 px) and cut to the ROI.
+    """
+    gh, gw = grid
+    pad = ((0, 0), (rows.start, gh - rows.stop), (cols.start, gw - cols.stop))
+    full = np.pad(patch.astype(np.float32), pad, mode="edge")
+    t = torch.from_numpy(full).unsqueeze(1)
+    up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+    smooth = scipy.ndimage.gaussian_filter(up, sigma=(0, MAP_SIGMA, MAP_SIGMA))
+    h, w = size
+    return smooth[:, context:h - context, context:w - context].astype(np.float32)
+
+
+def _stats(scores: np.ndarray) -> dict:
+    q = np.quantile(scores, [0.5, 0.9, 0.99, 1.0]) if len(scores) else [0, 0, 0, 0]
+    return {"mean": float(np.mean(scores)) if len(scores) else 0.0,
+            "std": float(np.std(scores)) if len(scores) else 0.0,
+            "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": float(q[3])}
+
+
+def _versions() -> dict:
+    import faiss
+    import torchvision
+
+    return {"anodect": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "faiss": faiss.__version__, "numpy": np.__version__}
+
+
+def save_scores(path: str | Path, result: ScoreResult, crop_set, model_id: str) -> None:
+    """The per-scan score file: scores [slice, roi], float16 maps [slice, roi, H, W]."""
+    s, r = crop_set.crops.shape[:2]
+    # maps cover the ROI pixels only: [slice, roi, h, w] with h, w the ROI size
+    save_arrays(
+        path,
+        scan_id=np.array(crop_set.scan_id),
+        scores=result.scores.reshape(s, r).astype(np.float32),
+        maps=result.maps.reshape(s, r, *result.maps.shape[1:]).astype(np.float16),
+        slice_indices=crop_set.slice_indices,
+        roi_names=crop_set.roi_names,
+        roi_boxes=crop_set.roi_boxes,
+        model_id=np.array(model_id),
+    )
+
+
+__all__ = ["PatchCore", "PatchCoreSettings", "ScoreResult", "patch_scores_to_maps", "save_scores"]
