@@ -77,3 +77,14 @@ def test_save_load_round_trip_without_pickle(tmp_path):
     assert np.array_equal(loaded.crops, crop_set.crops)
     assert np.array_equal(loaded.roi_boxes, [[2, 3, 6, 5], [10, 3, 14, 5]])
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_context_surrounds_the_roi_and_mirrors_outside_the_image(tmp_path):
+    rois = [Roi("edge", 0, 3, 4, 5), Roi("mid", 6, 3, 10, 5)]
+    crop_set, _ = extract_crops("s1", _slices(tmp_path, {1: _coded()}), rois, WINDOW, context=2)
+    assert crop_set.crops.shape == (1, 2, 6, 8)
+    assert np.array_equal(crop_set.crops[0, 1], _coded()[1:7, 4:12])
+    assert np.array_equal(crop_set.inner()[0, 1], _coded()[3:5, 6:10])
+    # Left of x=0 the slice is mirrored: columns -2, -1 repeat columns 1, 0.
+    assert np.array_equal(crop_set.crops[0, 0][:, :2], _coded()[1:7, [1, 0]])
+    assert np.array_equal(crop_set.inner()[0, 0], _coded()[3:5, 0:4])

@@ -35,7 +35,8 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert (sheet["slice_indices"] == "204-211").all()
     for scan_id in sheet["scan_id"]:
         crop_set = CropSet.load(results / "crops" / f"{scan_id}.npz")
-        assert crop_set.crops.shape == (8, 2, 32, 42)
+        assert crop_set.crops.shape == (8, 2, 32 + 2 * 16, 42 + 2 * 16)  # ROI plus crop_context
+        assert crop_set.inner().shape == (8, 2, 32, 42)
         assert crop_set.crops.std() > 10  # windowed structure, not a flat image
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
     assert len(qc) == 5 * 8 and (qc["status"] == "ok").all()
