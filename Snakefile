@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/discovery.smk"
 include: "workflow/rules/crops.smk"
+include: "workflow/rules/patchcore.smk"
 
 
 rule all:

@@ -1,5 +1,6 @@
 """End to end: the Snakefile on a tiny generated set, as a user runs it."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,12 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         assert crop_set.crops.shape == (8, 2, 32 + 2 * 16, 42 + 2 * 16)  # ROI plus crop_context
         assert crop_set.inner().shape == (8, 2, 32, 42)
         assert crop_set.crops.std() > 10  # windowed structure, not a flat image
+    for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
+        with np.load(results / "patchcore" / "scores" / f"{scan_id}.npz", allow_pickle=False) as scores:
+            assert scores["scores"].shape == (8, 2) and scores["maps"].shape == (8, 2, 32, 42)
+            assert np.isfinite(scores["scores"]).all()
+    model = json.loads((results / "patchcore" / "model" / "model.json").read_text())
+    assert [s["battery_id"] for s in model["training_scans"]] == ["[N01] 正常セル", "[N02] 正常セル"]
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
     assert len(qc) == 5 * 8 and (qc["status"] == "ok").all()
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
@@ -49,16 +56,22 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     shutil.copytree(demo_dir / "scans" / "test" / "[T01] 検査セル", data / "[T01] 検査セル")
     config = tiny_config(tmp_path, demo_enabled=False)
     config["input_dir"] = str(data)
-    config["training"] = {}
+    config["training"] = {"normal_dir": str(demo_dir / "scans" / "train_normal")}
     write_config(tmp_path / "config" / "config.yaml", config)
     snakemake(tmp_path)
-    crops = tmp_path / "results" / "crops"
-    before = {p.name: p.stat().st_mtime_ns for p in crops.glob("*.npz")}
-    assert len(before) == 1
+    results = tmp_path / "results"
+
+    def mtimes():
+        files = [*results.glob("crops/*.npz"), *results.glob("patchcore/scores/*.npz"),
+                 results / "patchcore" / "model" / "model.json"]
+        return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in files}
+
+    before = mtimes()
+    assert len(before) == 3 + 1 + 1  # crops of T01 and two normal scans, T01's scores, the model
     shutil.copytree(demo_dir / "scans" / "test" / "[T02] 検査セル", data / "[T02] 検査セル")
     snakemake(tmp_path)
-    after = {p.name: p.stat().st_mtime_ns for p in crops.glob("*.npz")}
-    assert len(after) == 2
+    after = mtimes()
+    assert len(after) == len(before) + 2  # T02's crops and scores
     assert all(after[name] == mtime for name, mtime in before.items())
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
 

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import anodect.patchcore.stage as patchcore_stage
 import anodect.workflow as aw
 from anodect.config import SCHEMA_PATH, ConfigError
 from snakemake.exceptions import WorkflowError
@@ -33,6 +36,20 @@ def scan_ids():
     return list(sample_sheet()["scan_id"])
 
 
+def scans_of_role(role):
+    """Sample-sheet rows of one role, as plain dicts (ids and battery names)."""
+    sheet = sample_sheet()
+    rows = sheet.loc[
+        sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis"]
+    ]
+    return rows.to_dict("records")
+
+
+def inspect_ids():
+    sheet = sample_sheet()
+    return list(sheet.loc[sheet["role"] == "inspect", "scan_id"])
+
+
 def slice_files(wildcards):
     slices = checkpoints.discover_scans.get().output.slices
     return sorted(set(aw.scan_slices(slices, wildcards.scan)["path"]))
@@ -44,4 +61,5 @@ def all_targets(wildcards):
         f"{RESULTS}/scans.tsv",
         f"{RESULTS}/qc.tsv",
         *expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids),
+        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=inspect_ids()),
     ]

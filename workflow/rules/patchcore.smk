@@ -1,0 +1,58 @@
+def patchcore_training_crops(wildcards):
+    sheet = sample_sheet()
+    ids = sheet.loc[sheet["role"] == "train_normal", "scan_id"]
+    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids)
+
+
+def patchcore_model_files(wildcards):
+    folder = patchcore_stage.model_folder(config)
+    if folder is None:
+        return rules.train_patchcore.output
+    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+
+
+rule train_patchcore:
+    input:
+        crops=patchcore_training_crops,
+    output:
+        meta=f"{RESULTS}/patchcore/model/model.json",
+        bank=f"{RESULTS}/patchcore/model/memory_bank.npy",
+    log:
+        f"{RESULTS}/logs/train_patchcore.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_patchcore.tsv"
+    conda:
+        "../../envs/anodect.yaml"
+    threads: config["patchcore"]["threads"]
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    params:
+        settings=config["patchcore"],
+        scans=lambda wildcards: scans_of_role("train_normal"),
+    script:
+        "../scripts/train_patchcore.py"
+
+
+rule score_patchcore:
+    input:
+        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        model=patchcore_model_files,
+    output:
+        f"{RESULTS}/patchcore/scores/{{scan}}.npz",
+    log:
+        f"{RESULTS}/logs/score_patchcore/{{scan}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_patchcore/{{scan}}.tsv"
+    conda:
+        "../../envs/anodect.yaml"
+    threads: config["patchcore"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        settings=config["patchcore"],
+        folder=patchcore_stage.model_folder(config) or f"{RESULTS}/patchcore/model",
+        resize_size=config["resize_size"],
+    script:
+        "../scripts/score_patchcore.py"
