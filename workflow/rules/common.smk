@@ -55,6 +55,19 @@ def slice_files(wildcards):
     return sorted(set(aw.scan_slices(slices, wildcards.scan)["path"]))
 
 
+def patchcore_training_crops(wildcards):
+    sheet = sample_sheet()
+    ids = sheet.loc[sheet["role"] == "train_normal", "scan_id"]
+    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids)
+
+
+def patchcore_model_files(wildcards):
+    folder = patchcore_stage.model_folder(config)
+    if folder is None:
+        return rules.train_patchcore.output
+    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+
+
 def all_targets(wildcards):
     ids = scan_ids()
     return [

@@ -1,16 +1,3 @@
-def patchcore_training_crops(wildcards):
-    sheet = sample_sheet()
-    ids = sheet.loc[sheet["role"] == "train_normal", "scan_id"]
-    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids)
-
-
-def patchcore_model_files(wildcards):
-    folder = patchcore_stage.model_folder(config)
-    if folder is None:
-        return rules.train_patchcore.output
-    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
-
-
 rule train_patchcore:
     input:
         crops=patchcore_training_crops,
