@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
-from anodect.workflow import check_config, sources
+from anodect.patchcore.legacy import write_flat_index, write_params
+from anodect.workflow import check_config, resolved_patchcore_model, sources
 
 from conftest import REPO, write_slice
 
@@ -43,6 +44,12 @@ filter_index_range:
 def _original(tmp_path, image_size=1024):
     config = yaml.safe_load(ORIGINAL)
     config["input_dir"] = str(tmp_path / "input")
+    # The original's users bring their model files too (models/patchcore, original format).
+    models = tmp_path / "models" / "patchcore"
+    models.mkdir(parents=True)
+    write_params(models / "patchcore_params.pkl", {"backbone.name": "resnet50"})
+    write_flat_index(models / "nnscorer_search_index.faiss", np.zeros((336, 1024), np.float32))
+    config["output_dir_model_patchcore"] = str(models)
     for i in range(214, 224):
         write_slice(tmp_path / "input" / "[B1]" / "[Z軸]" / f"[B1]_負極_{i:04d}.tif",
                     np.zeros((image_size, image_size), np.uint8))
@@ -55,6 +62,7 @@ def test_original_config_is_accepted_as_is(tmp_path):
     assert config["discovery"]["axis_folder"] == "Z軸"
     assert config["demo"]["enabled"] is False
     assert [s.role for s in sources(config)] == ["inspect"]
+    assert resolved_patchcore_model(config) == "original"
 
 
 def test_shipped_config_is_valid():
@@ -114,3 +122,18 @@ def test_demo_folders_are_not_required_to_exist(tmp_path):
     config["training"] = {"normal_dir": str(tmp_path / "demo" / "scans" / "train_normal")}
     check_config(config)
     assert all(s.generated for s in sources(config))
+
+
+def test_model_folders_are_checked_up_front(tmp_path):
+    config = _original(tmp_path)
+    config["patchcore"] = {"model": "original"}
+    config["output_dir_model_patchcore"] = str(tmp_path / "models" / "elsewhere")
+    with pytest.raises(ConfigError, match=r"output_dir_model_patchcore: .* lacks nnscorer_search_index.faiss, "
+                                          r"patchcore_params.pkl"):
+        check_config(copy.deepcopy(config))
+    config["patchcore"] = {"model": str(tmp_path / "frozen")}
+    with pytest.raises(ConfigError, match=r"patchcore.model: .*frozen lacks model.json, memory_bank.npy"):
+        check_config(copy.deepcopy(config))
+    config["patchcore"] = {"model": "train"}
+    with pytest.raises(ConfigError, match="needs training.normal_dir"):
+        check_config(config)

@@ -114,12 +114,47 @@ def check_config(config: dict) -> dict:
                 image_shapes.append((src.key, image_shape(first.path, first.page if first.page >= 0 else None)))
             except Exception as exc:  # noqa: BLE001 - reported as a config problem
                 problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
+    problems += model_problems(config)
     roi_msgs = roi_problems(rois, None)
     for key, shape in image_shapes:
         roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
     problems += list(dict.fromkeys(roi_msgs))
     raise_if(problems)
     return config
+
+
+def resolved_patchcore_model(config: dict) -> str:
+    """``patchcore.model`` with ``auto`` resolved: train when normal scans are given,
+    otherwise use the model in ``output_dir_model_patchcore`` (the original tool's way)."""
+    choice = config["patchcore"]["model"]
+    if choice != "auto":
+        return choice
+    if config.get("training", {}).get("normal_dir"):
+        return "train"
+    folder = Path(config["output_dir_model_patchcore"])
+    return "original" if (folder / "patchcore_params.pkl").is_file() else str(folder)
+
+
+def model_problems(config: dict) -> list[str]:
+    """Model folders named in the config must hold a model before any job runs."""
+    problems = []
+    choice = resolved_patchcore_model(config)
+    if choice == "train":
+        if not config.get("training", {}).get("normal_dir"):
+            problems.append("patchcore.model: 'train' needs training.normal_dir (scans of normal cells)")
+        return problems
+    key = "output_dir_model_patchcore" if choice == "original" else "patchcore.model"
+    folder = Path(config["output_dir_model_patchcore"] if choice == "original" else choice)
+    if choice == "original":
+        wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
+    elif (folder / "model.json").is_file() or not (folder / "patchcore_params.pkl").is_file():
+        wanted = ["model.json", "memory_bank.npy"]
+    else:
+        wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if missing:
+        problems.append(f"{key}: {folder} lacks {', '.join(missing)} (a PatchCore model folder)")
+    return problems
 
 
 def listing_fingerprint(config: dict) -> str:

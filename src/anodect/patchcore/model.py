@@ -95,7 +95,8 @@ class PatchCore:
         return self.settings.feature_dim or sum(self.backbone_info.channels)
 
     def _preprocess(self, crops: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        # A copy: crops loaded from files are read-only, which torch does not accept.
+        x = torch.from_numpy(np.array(crops, dtype=np.uint8, copy=True)).to(self.device)
         x = x.float().div_(255.0).unsqueeze(1)
         if self.settings.input_size is not None:
             x = F.interpolate(x, size=tuple(self.settings.input_size), mode="bilinear",

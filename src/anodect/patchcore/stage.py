@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def model_folder(config: dict) -> str | None:
     """The folder a ready model is read from, or None when the pipeline trains one."""
-    choice = config["patchcore"]["model"]
+    from ..workflow import resolved_patchcore_model
+
+    choice = resolved_patchcore_model(config)
     if choice == "train":
         return None
     if choice == "original":
