@@ -137,3 +137,10 @@ def test_model_folders_are_checked_up_front(tmp_path):
     config["patchcore"] = {"model": "train"}
     with pytest.raises(ConfigError, match="needs training.normal_dir"):
         check_config(config)
+
+
+def test_a_broken_slice_regex_names_the_key(tmp_path):
+    config = _original(tmp_path)
+    config["discovery"] = {"slice_regex": "_(\\d{4}\\.tif"}
+    with pytest.raises(ConfigError, match="discovery.slice_regex"):
+        check_config(config)

@@ -149,8 +149,8 @@ class DemoSettings:
     last_slice: int = 232
     crack_slices: tuple[int, int] = (2, 12)
     cracks_per_cell: tuple[int, int] = (1, 2)
-    contrast: tuple[float, float] = (0.6, 1.0)
-    width: tuple[float, float] = (1.5, 3.0)
+    contrast: tuple[float, float] = (0.3, 0.9)
+    width: tuple[float, float] = (1.2, 3.0)
     length: tuple[float, float] = (12.0, 36.0)
 
     @classmethod

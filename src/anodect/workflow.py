@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def check_config(config: dict) -> dict:
     try:
         settings = DiscoverySettings.from_config(config["discovery"])
         settings.compiled_regex()
-    except (ValueError, Exception) as exc:  # re.error is a ValueError subclass
+    except (ValueError, re.error) as exc:
         problems.append(f"discovery.slice_regex: {exc}")
         raise_if(problems)
     rois = rois_from_config(config)
