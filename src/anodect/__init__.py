@@ -6,8 +6,11 @@ The modules follow the pipeline's stages:
 - ``generator`` and ``groundtruth``: the synthetic battery-CT demo and its truth;
 - ``discovery``: folders of slices to a sample sheet of scans;
 - ``imaging`` and ``crops``: slices to windowed 8-bit ROI crops;
+- ``patchcore``: memory bank, per-scan score maps, the original tool's model files;
+- ``regions`` and ``tracking``: boxes from score maps, cracks linked across slices
+  (the decision stage's building blocks);
 - ``workflow``: what the Snakefile asks of the config;
-- ``io`` and ``logs``: atomic outputs and job logging.
+- ``devices``, ``io`` and ``logs``: device choice, atomic outputs, job logging.
 """
 
 __version__ = "0.1.0"

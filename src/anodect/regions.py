@@ -1,0 +1,73 @@
+"""Boxes from PatchCore anomaly maps: every region above the map threshold, never none.
+
+The original tool kept only the DBSCAN cluster with the highest mean and dropped a
+crop whose score was above threshold when no cluster was found (original-tool.md
+§4, §7.9). Here a flagged crop gets one box per connected region of its map above
+``map_threshold``; when blurring has pulled the whole map under that level, the
+region around the peak (pixels above half the peak) is used instead, so a crop
+above threshold always yields at least one box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box in ROI pixel coordinates (inclusive) with the map values inside it."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    peak: float
+    mean: float
+    area: int
+
+    def shifted(self, dx: int, dy: int) -> "Region":
+        """The same region in full-slice coordinates, given the ROI's origin."""
+        return Region(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy, self.peak, self.mean, self.area)
+
+
+def _components(mask: np.ndarray, values: np.ndarray, min_area: int) -> list[Region]:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions = []
+    for k in range(1, n):
+        x, y, w, h, area = stats[k]
+        if area < min_area:
+            continue
+        inside = values[labels == k]
+        regions.append(Region(int(x), int(y), int(x + w - 1), int(y + h - 1), float(inside.max()),
+                              float(inside.mean()), int(area)))
+    return sorted(regions, key=lambda r: -r.peak)
+
+
+def regions_from_map(anomaly_map: np.ndarray, score: float, threshold: float, map_threshold: float | None = None,
+                     min_area: int = 4) -> list[Region]:
+    """Boxes of a crop's anomaly map, or [] when the crop's score is not above ``threshold``.
+
+    Args:
+        anomaly_map: [h, w] map at ROI resolution.
+        score: the crop's image score.
+        threshold: ``patchcore_threshold``.
+        map_threshold: map level that outlines a region (default: ``threshold``).
+        min_area: smallest region kept, in pixels.
+
+    Returns:
+        Regions, strongest first; at least one when ``score > threshold``.
+    """
+    if not score > threshold:
+        return []
+    values = np.asarray(anomaly_map, np.float32)
+    level = threshold if map_threshold is None else map_threshold
+    regions = _components(values > level, values, min_area)
+    if not regions:
+        peak = float(values.max())
+        regions = _components(values >= 0.5 * peak, values, 1)
+        y, x = np.unravel_index(int(values.argmax()), values.shape)
+        regions = [r for r in regions if r.x1 <= x <= r.x2 and r.y1 <= y <= r.y2][:1]
+    return regions
