@@ -116,7 +116,7 @@ def main() -> None:
 
     print("\ncoreset  dims  bank    AUROC   crops/s (scoring: backbone, search, maps)")
     table = []
-    for dims in (None, 32):
+    for dims in (None, flat.shape[1] // 2):
         for fraction in fractions:
             k = max(1, int(round(len(flat) * fraction)))
             bank = flat[np.sort(order[:k])]

@@ -57,6 +57,18 @@ def sources(config: dict) -> list[Source]:
     ]
 
 
+def discover_sources(source_list: list[dict], discovery: dict, filter_index_range: dict | None) -> list[Scan]:
+    """``discover_all`` from the discovery job's params (sources as ``vars(Source)``)."""
+    roots = {s["role"]: s["path"] for s in source_list}
+    config = {
+        "input_dir": roots["inspect"],
+        "training": {"normal_dir": roots.get("train_normal"), "annotated_dir": roots.get("train_defect")},
+        "discovery": discovery,
+        "filter_index_range": filter_index_range,
+    }
+    return discover_all(config)
+
+
 def discover_all(config: dict, read_sizes: bool = True) -> list[Scan]:
     """Every scan of every source, in a fixed order; ids are unique across sources."""
     settings = DiscoverySettings.from_config(config["discovery"])

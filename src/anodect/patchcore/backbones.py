@@ -107,7 +107,7 @@ _TORCHVISION = {
     "wide_resnet50_2": ({"layer1": 256, "layer2": 512, "layer3": 1024}, "Wide_ResNet50_2_Weights"),
 }
 BACKBONES = ("efficientnet_lite0", *_TORCHVISION)
-DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.4", "blocks.10"), **{k: ("layer2", "layer3") for k in _TORCHVISION}}
+DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.2",), **{k: ("layer2", "layer3") for k in _TORCHVISION}}
 
 
 def _torchvision_state(name: str, weights_path: str | None, download: bool) -> tuple[dict, str]:
