@@ -11,20 +11,16 @@ Run after `make run`:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from anodect.config import load_config
-from anodect.devices import set_threads
 from anodect.patchcore import PatchCore, PatchCoreSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patchcore_speed import load_sets, slice_auroc  # noqa: E402 - the sibling benchmark's helpers
+from patchcore_speed import demo_parser, load_demo, slice_auroc  # noqa: E402 - the sibling benchmark's helpers
 
 VARIANTS = [
     # (layers, context)
@@ -38,17 +34,10 @@ VARIANTS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = demo_parser(__doc__)
     parser.add_argument("--coreset", type=float, default=0.01)
     args = parser.parse_args()
-    set_threads(args.threads)
-    results = Path(args.results)
-    config = load_config(args.config)
-    truth = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "slices.csv")
-    train, test = load_sets(results, "train_normal"), load_sets(results, "inspect")
+    _, truth, train, test = load_demo(args)
     full_context = train[0][1].context
     print(f"{len(train)} normal scans, {len(test)} test scans; coreset {args.coreset:.2%}; {args.threads} threads")
     print("layers                          context  dims  AUROC   train s  crops/s")

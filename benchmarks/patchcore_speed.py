@@ -42,6 +42,23 @@ def load_sets(results: Path, role: str) -> list[tuple[str, CropSet]]:
     return [(r.battery_id, CropSet.load(results / "crops" / f"{r.scan_id}.npz")) for r in rows.itertuples()]
 
 
+def demo_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def load_demo(args: argparse.Namespace):
+    """Config, per-slice truth, normal training scans and test scans of a finished demo run."""
+    set_threads(args.threads)
+    results = Path(args.results)
+    config = load_config(args.config)
+    truth = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "slices.csv")
+    return config, truth, load_sets(results, "train_normal"), load_sets(results, "inspect")
+
+
 def slice_auroc(scores_by_scan: list[np.ndarray], test: list[tuple[str, CropSet]], truth: pd.DataFrame) -> float:
     labels, scores = [], []
     for (battery, crop_set), s in zip(test, scores_by_scan):
@@ -82,18 +99,12 @@ def original_style(model: PatchCore, full_index: NearestNeighbourIndex, crops: n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="results")
-    parser.add_argument("--config", default="config/config.yaml")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = demo_parser(__doc__)
     parser.add_argument("--baseline-crops", type=int, default=24, help="crops timed for (c)")
     parser.add_argument("--fractions", default="0.0025,0.005,0.01,0.02,0.05,0.1")
     args = parser.parse_args()
-    set_threads(args.threads)
     results = Path(args.results)
-    config = load_config(args.config)
-    truth = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "slices.csv")
-    train, test = load_sets(results, "train_normal"), load_sets(results, "inspect")
+    config, truth, train, test = load_demo(args)
     context = train[0][1].context
     train_crops = np.concatenate([c.crops.reshape(-1, *c.crops.shape[2:]) for _, c in train])
     test_crops = np.concatenate([c.crops.reshape(-1, *c.crops.shape[2:]) for _, c in test])
