@@ -6,7 +6,7 @@ import yaml
 
 from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
 from anodect.patchcore.legacy import write_flat_index, write_params
-from anodect.workflow import check_config, resolved_patchcore_model, sources
+from anodect.workflow import check_config, patchcore_params, resolved_patchcore_model, sources
 
 from conftest import REPO, write_slice
 
@@ -144,3 +144,11 @@ def test_a_broken_slice_regex_names_the_key(tmp_path):
     config["discovery"] = {"slice_regex": "_(\\d{4}\\.tif"}
     with pytest.raises(ConfigError, match="discovery.slice_regex"):
         check_config(config)
+
+
+def test_threads_and_model_choice_do_not_reach_job_params():
+    config = load_config(REPO / "config" / "config.yaml")
+    train, score = patchcore_params(config, "train"), patchcore_params(config, "score")
+    assert "threads" not in train and "threads" not in score and "model" not in train
+    assert set(score) == {"batch_size", "device", "weights_path", "download_weights"}
+    assert train["coreset_fraction"] == 0.01 and train["layers"] == ["blocks.2"]

@@ -68,7 +68,7 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     a = generate(tmp_path / "a", tiny_settings(tmp_path / "a", n_train_normal=1, n_test=1), TINY_ROIS, (204, 211))
     b = generate(tmp_path / "b", tiny_settings(tmp_path / "b", n_train_normal=1, n_test=1), TINY_ROIS, (204, 211),
                  workers=2)
-    c = generate(tmp_path / "c", tiny_settings(tmp_path / "c", n_train_normal=1, n_test=1, seed=4), TINY_ROIS,
+    generate(tmp_path / "c", tiny_settings(tmp_path / "c", n_train_normal=1, n_test=1, seed=4), TINY_ROIS,
                  (204, 211))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "scans").rglob("*.tif"))
     assert len(files) == a["n_slices"] == b["n_slices"]
@@ -115,8 +115,10 @@ def test_truth_files_agree_with_each_other(tiny_demo):
             index = int(poly.file_name.rsplit("_", 1)[1].split(".")[0])
             via_boxes.append((battery, index, int(np.floor(x1)), int(np.floor(y1))))
     truth_boxes = [(r.battery_id, r.slice_index, r.x1, r.y1) for r in boxes.itertuples()]
-    assert sorted(via_boxes) == sorted(truth_boxes) or all(
-        abs(a[2] - b[2]) <= 1 and abs(a[3] - b[3]) <= 1 for a, b in zip(sorted(via_boxes), sorted(truth_boxes)))
+    assert len(via_boxes) == len(truth_boxes)
+    # VIA stores integer vertices, so a corner may round across a pixel border.
+    for a, b in zip(sorted(via_boxes), sorted(truth_boxes)):
+        assert a[:2] == b[:2] and abs(a[2] - b[2]) <= 1 and abs(a[3] - b[3]) <= 1
 
 
 def test_settings_from_config_reads_ranges_as_tuples():

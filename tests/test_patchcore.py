@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from anodect.config import Roi
-from anodect.crops import CropSet, extract_crops
+from anodect.crops import extract_crops
 from anodect.discovery import DiscoverySettings, discover, slices_table
 from anodect.generator import generate
 from anodect.patchcore import PatchCore, PatchCoreSettings

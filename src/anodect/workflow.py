@@ -148,6 +148,37 @@ def resolved_patchcore_model(config: dict) -> str:
     return "original" if (folder / "patchcore_params.pkl").is_file() else str(folder)
 
 
+def patchcore_model_folder(config: dict) -> str | None:
+    """The folder a ready PatchCore model is read from, or None when the pipeline trains one."""
+    choice = resolved_patchcore_model(config)
+    if choice == "train":
+        return None
+    if choice == "original":
+        return config["output_dir_model_patchcore"]
+    return choice
+
+
+def patchcore_model_files(config: dict) -> list[str]:
+    """The files of a ready model folder (inputs of the scoring jobs), [] when training."""
+    folder = patchcore_model_folder(config)
+    if folder is None or not Path(folder).is_dir():
+        return []
+    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+
+
+# Keys that shape a trained model, and keys that only say how to run one. Threads
+# and the model choice stay out of both: changing them must not rerun a job.
+_TRAIN_KEYS = ("backbone", "layers", "weights_path", "download_weights", "feature_dim", "input_size",
+               "coreset_fraction", "projection_dim", "batch_size", "seed", "device")
+_SCORE_KEYS = ("weights_path", "download_weights", "batch_size", "device")
+
+
+def patchcore_params(config: dict, stage: str) -> dict:
+    """The ``patchcore`` settings a training (``train``) or scoring (``score``) job depends on."""
+    keys = _TRAIN_KEYS if stage == "train" else _SCORE_KEYS
+    return {k: config["patchcore"][k] for k in keys if k in config["patchcore"]}
+
+
 def model_problems(config: dict) -> list[str]:
     """Model folders named in the config must hold a model before any job runs."""
     problems = []
@@ -157,13 +188,11 @@ def model_problems(config: dict) -> list[str]:
             problems.append("patchcore.model: 'train' needs training.normal_dir (scans of normal cells)")
         return problems
     key = "output_dir_model_patchcore" if choice == "original" else "patchcore.model"
-    folder = Path(config["output_dir_model_patchcore"] if choice == "original" else choice)
-    if choice == "original":
+    folder = Path(patchcore_model_folder(config))
+    if choice == "original" or (folder / "patchcore_params.pkl").is_file() and not (folder / "model.json").is_file():
         wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
-    elif (folder / "model.json").is_file() or not (folder / "patchcore_params.pkl").is_file():
-        wanted = ["model.json", "memory_bank.npy"]
     else:
-        wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
+        wanted = ["model.json", "memory_bank.npy"]
     missing = [name for name in wanted if not (folder / name).is_file()]
     if missing:
         problems.append(f"{key}: {folder} lacks {', '.join(missing)} (a PatchCore model folder)")
@@ -205,6 +234,18 @@ def _slices_by_scan(path: str, mtime: float) -> dict[str, pd.DataFrame]:
     return {scan_id: group for scan_id, group in table.groupby("scan_id", sort=False)}
 
 
+def scan_ids(sheet: pd.DataFrame, role: str | None = None) -> list[str]:
+    """Scan ids of the sample sheet, of one role or all, in sheet order."""
+    rows = sheet if role is None else sheet[sheet["role"] == role]
+    return list(rows["scan_id"])
+
+
+def scan_records(sheet: pd.DataFrame, role: str) -> list[dict]:
+    """Ids and original names of one role's scans, for a model's metadata."""
+    rows = sheet.loc[sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis"]]
+    return rows.to_dict("records")
+
+
 def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
     """The slice rows of one scan; the table is grouped once, not once per job."""
     path = str(slices_tsv)
@@ -214,5 +255,6 @@ def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
     return groups[scan_id]
 
 
-__all__ = ["ConfigError", "Source", "check_config", "discover_all", "index_range",
-           "listing_fingerprint", "read_sheet", "scan_slices", "sources"]
+__all__ = ["ConfigError", "Source", "check_config", "discover_all", "discover_sources", "index_range",
+           "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder", "patchcore_params",
+           "read_sheet", "scan_ids", "scan_records", "scan_slices", "sources"]

@@ -1,6 +1,3 @@
-from pathlib import Path
-
-import anodect.patchcore.stage as patchcore_stage
 import anodect.workflow as aw
 from anodect.config import SCHEMA_PATH, ConfigError
 from snakemake.exceptions import WorkflowError
@@ -32,22 +29,8 @@ def sample_sheet():
     return aw.read_sheet(checkpoints.discover_scans.get().output.scans)
 
 
-def scan_ids():
-    return list(sample_sheet()["scan_id"])
-
-
-def scans_of_role(role):
-    """Sample-sheet rows of one role, as plain dicts (ids and battery names)."""
-    sheet = sample_sheet()
-    rows = sheet.loc[
-        sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis"]
-    ]
-    return rows.to_dict("records")
-
-
-def inspect_ids():
-    sheet = sample_sheet()
-    return list(sheet.loc[sheet["role"] == "inspect", "scan_id"])
+def scan_ids(role=None):
+    return aw.scan_ids(sample_sheet(), role)
 
 
 def slice_files(wildcards):
@@ -56,16 +39,13 @@ def slice_files(wildcards):
 
 
 def patchcore_training_crops(wildcards):
-    sheet = sample_sheet()
-    ids = sheet.loc[sheet["role"] == "train_normal", "scan_id"]
-    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids)
+    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_normal"))
 
 
 def patchcore_model_files(wildcards):
-    folder = patchcore_stage.model_folder(config)
-    if folder is None:
+    if aw.patchcore_model_folder(config) is None:
         return rules.train_patchcore.output
-    return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    return aw.patchcore_model_files(config)
 
 
 def all_targets(wildcards):
@@ -74,5 +54,5 @@ def all_targets(wildcards):
         f"{RESULTS}/scans.tsv",
         f"{RESULTS}/qc.tsv",
         *expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids),
-        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=inspect_ids()),
+        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=scan_ids("inspect")),
     ]

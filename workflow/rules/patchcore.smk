@@ -15,8 +15,8 @@ rule train_patchcore:
         mem_mb=6000,
         runtime=60,
     params:
-        settings=config["patchcore"],
-        scans=lambda wildcards: scans_of_role("train_normal"),
+        settings=aw.patchcore_params(config, "train"),
+        scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_normal"),
     script:
         "../scripts/train_patchcore.py"
 
@@ -38,8 +38,8 @@ rule score_patchcore:
         mem_mb=3000,
         runtime=30,
     params:
-        settings=config["patchcore"],
-        folder=patchcore_stage.model_folder(config) or f"{RESULTS}/patchcore/model",
+        settings=aw.patchcore_params(config, "score"),
+        folder=aw.patchcore_model_folder(config) or f"{RESULTS}/patchcore/model",
         resize_size=config["resize_size"],
     script:
         "../scripts/score_patchcore.py"

@@ -110,7 +110,7 @@ BACKBONES = ("efficientnet_lite0", *_TORCHVISION)
 DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.2",), **{k: ("layer2", "layer3") for k in _TORCHVISION}}
 
 
-def _torchvision_state(name: str, weights_path: str | None, download: bool) -> tuple[dict, str]:
+def torchvision_state(name: str, weights_path: str | None, download: bool) -> tuple[dict, str]:
     import torchvision
 
     weights = getattr(torchvision.models, _TORCHVISION[name][1]).IMAGENET1K_V1
@@ -193,7 +193,7 @@ def build_backbone(
         unknown = [layer for layer in layers if layer not in ResNetFeatures.STAGES]
         if unknown:
             raise ValueError(f"patchcore.layers: {unknown} not in {list(ResNetFeatures.STAGES)}")
-        state, weights_id = _torchvision_state(name, weights_path, download)
+        state, weights_id = torchvision_state(name, weights_path, download)
         net = getattr(torchvision.models, name)(weights=None)
         net.load_state_dict(state, strict=True)
         module = ResNetFeatures(net, layers)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, _torchvision_state
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, torchvision_state
 from .model import ScoreResult
 from .search import NearestNeighbourIndex
 
@@ -147,7 +147,7 @@ class OriginalPatchCore:
         self.device = torch.device(device)
         self.resize_size = tuple(int(v) for v in resize_size)
         self.batch_size = batch_size
-        state, self.weights_id = _torchvision_state(name, weights_path, download_weights)
+        state, self.weights_id = torchvision_state(name, weights_path, download_weights)
         net = getattr(torchvision.models, name)(weights=None)
         net.load_state_dict(state, strict=True)
         self.net = net.to(self.device)

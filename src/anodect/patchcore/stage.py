@@ -16,18 +16,6 @@ from .model import PatchCore, PatchCoreSettings, save_scores
 log = logging.getLogger(__name__)
 
 
-def model_folder(config: dict) -> str | None:
-    """The folder a ready model is read from, or None when the pipeline trains one."""
-    from ..workflow import resolved_patchcore_model
-
-    choice = resolved_patchcore_model(config)
-    if choice == "train":
-        return None
-    if choice == "original":
-        return config["output_dir_model_patchcore"]
-    return choice
-
-
 def train(crop_paths: list[str], scans: list[dict], settings: PatchCoreSettings, out_dir: str | Path,
           threads: int) -> PatchCore:
     """Build and save a memory bank from the crops of normal scans."""
