@@ -13,6 +13,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/discovery.smk"
 include: "workflow/rules/crops.smk"
 include: "workflow/rules/patchcore.smk"
+include: "workflow/rules/rfdetr.smk"
 
 
 rule all:

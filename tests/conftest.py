@@ -62,3 +62,36 @@ def write_slice(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, array)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tmp_path_factory) -> dict:
+    """A tiny demo with three annotated and three normal cells, cropped like the pipeline does.
+
+    Returns a dict with ``root`` (the demo folder), ``annotations`` (its VIA folder),
+    ``records``/``crops`` per role (sample-sheet records and saved crop files), and the
+    loaded ``sets`` by scan id.
+    """
+    from anodect.crops import extract_crops
+    from anodect.discovery import DiscoverySettings, discover, slices_table
+
+    root = tmp_path_factory.mktemp("tiny_training")
+    generate(root, tiny_settings(root, n_train_defect=3, n_train_normal=3, n_test=2, seed=5), TINY_ROIS,
+             crack_range=(204, 211), workers=1)
+    rois = [{"name": r.name, "x_min": r.x_min, "x_max": r.x_max, "y_min": r.y_min, "y_max": r.y_max}
+            for r in TINY_ROIS]
+    out = {"root": root, "annotations": root / "annotations" / "train_defect", "records": {}, "crops": {},
+           "sets": {}, "rois": rois}
+    for role, folder in (("train_defect", "train_defect"), ("train_normal", "train_normal"), ("inspect", "test")):
+        scans = discover(root / "scans" / folder, role, DiscoverySettings(), (204, 211))
+        out["records"][role], out["crops"][role] = [], []
+        for scan in scans:
+            crop_set, _ = extract_crops(scan.scan_id, slices_table([scan]), TINY_ROIS, {"mode": "none"},
+                                        context=16)
+            path = root / "crops" / f"{scan.scan_id}.npz"
+            crop_set.save(path)
+            out["records"][role].append({"scan_id": scan.scan_id, "battery_id": scan.battery_id,
+                                         "battery_path": scan.battery_path, "axis": scan.axis})
+            out["crops"][role].append(str(path))
+            out["sets"][scan.scan_id] = crop_set
+    return out

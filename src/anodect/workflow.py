@@ -35,7 +35,8 @@ def index_range(config: dict) -> tuple[int, int] | None:
     return None if rng is None else (int(rng["min"]), int(rng["max"]))
 
 
-def _inside(path: str, folder: str) -> bool:
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it."""
     p, f = os.path.abspath(path), os.path.abspath(folder)
     return p == f or p.startswith(f + os.sep)
 
@@ -51,7 +52,7 @@ def sources(config: dict) -> list[Source]:
         ("train_defect", "training.annotated_dir", training.get("annotated_dir")),
     ]
     return [
-        Source(role, key, path, bool(demo_dir) and _inside(path, demo_dir))
+        Source(role, key, path, bool(demo_dir) and inside(path, demo_dir))
         for role, key, path in entries
         if path
     ]
@@ -128,6 +129,7 @@ def check_config(config: dict) -> dict:
             except Exception as exc:  # noqa: BLE001 - reported as a config problem
                 problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
     problems += model_problems(config)
+    problems += rfdetr_problems(config)
     roi_msgs = roi_problems(rois, None)
     for key, shape in image_shapes:
         roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
@@ -199,6 +201,84 @@ def model_problems(config: dict) -> list[str]:
     return problems
 
 
+def resolved_rfdetr_model(config: dict) -> str:
+    """``rfdetr.model`` with ``auto`` resolved: train when annotated scans and their
+    annotations are given, otherwise the original tool's checkpoint."""
+    choice = config["rfdetr"]["model"]
+    if choice != "auto":
+        return choice
+    training = config.get("training", {})
+    if training.get("annotated_dir") and training.get("annotations_dir"):
+        return "train"
+    return "original"
+
+
+def rfdetr_checkpoint(config: dict) -> str | None:
+    """The checkpoint predictions use, or None when the pipeline trains one (or RF-DETR is off)."""
+    choice = resolved_rfdetr_model(config)
+    if choice in ("train", "none"):
+        return None
+    if choice == "original":
+        return str(Path(config["output_dir_model_rf_detr"]) / config["rf_detr_checkpoint"])
+    return choice
+
+
+def rfdetr_checkpoint_files(checkpoint: str) -> list[str]:
+    """The checkpoint and, when present, the metadata written beside it (job inputs)."""
+    path = Path(checkpoint)
+    meta = path.with_name("model.json")
+    return [str(path)] + ([str(meta)] if meta.is_file() else [])
+
+
+def annotation_inputs(folder: str) -> list[str]:
+    """The JSON files of a user's annotations folder, so a changed file reruns the dataset."""
+    root = Path(folder)
+    return sorted(str(p) for p in root.rglob("*.json")) if root.is_dir() else []
+
+
+def rfdetr_enabled(config: dict) -> bool:
+    return resolved_rfdetr_model(config) != "none"
+
+
+_RF_TRAIN_KEYS = ("size", "pretrain_weights", "trust_checkpoint", "resolution", "epochs", "batch_size", "lr",
+                  "lr_encoder", "num_queries", "group_detr", "multi_scale", "use_ema", "early_stopping",
+                  "num_workers", "seed", "device")
+_RF_PREDICT_KEYS = ("score_floor", "predict_batch_size", "trust_checkpoint", "device")
+
+
+def rfdetr_params(config: dict, stage: str) -> dict:
+    """The ``rfdetr`` settings a job of ``stage`` (dataset, train, predict) depends on."""
+    rf = config["rfdetr"]
+    if stage == "dataset":
+        return dict(rf["dataset"])
+    keys = _RF_TRAIN_KEYS if stage == "train" else _RF_PREDICT_KEYS
+    return {k: rf[k] for k in keys}
+
+
+def rfdetr_problems(config: dict) -> list[str]:
+    """RF-DETR's model choice must be runnable before any job starts."""
+    choice = resolved_rfdetr_model(config)
+    training = config.get("training", {})
+    if choice == "none":
+        return []
+    if choice == "train":
+        missing = [k for k in ("annotated_dir", "annotations_dir", "normal_dir") if not training.get(k)]
+        problems = [f"rfdetr.model: 'train' needs training.{k}" for k in missing]
+        folder = training.get("annotations_dir")
+        demo = config.get("demo", {})
+        generated = demo.get("enabled") and folder and inside(folder, demo["out_dir"])
+        if folder and not generated and not Path(folder).is_dir():
+            problems.append(f"training.annotations_dir: folder {folder!r} not found")
+        return problems
+    path = Path(rfdetr_checkpoint(config))
+    if path.is_file():
+        return []
+    key = "output_dir_model_rf_detr/rf_detr_checkpoint" if choice == "original" else "rfdetr.model"
+    hint = (" (set training.annotated_dir and training.annotations_dir to train one, or rfdetr.model: none)"
+            if choice == "original" else "")
+    return [f"{key}: RF-DETR checkpoint {path} not found{hint}"]
+
+
 def listing_fingerprint(config: dict) -> str:
     """Hash of every discoverable slice path of the user's (non-generated) folders.
 
@@ -255,6 +335,8 @@ def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
     return groups[scan_id]
 
 
-__all__ = ["ConfigError", "Source", "check_config", "discover_all", "discover_sources", "index_range",
-           "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder", "patchcore_params",
-           "read_sheet", "scan_ids", "scan_records", "scan_slices", "sources"]
+__all__ = ["ConfigError", "Source", "annotation_inputs", "check_config", "discover_all", "discover_sources",
+           "index_range", "inside", "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder",
+           "patchcore_params", "read_sheet", "resolved_rfdetr_model", "rfdetr_checkpoint", "rfdetr_checkpoint_files",
+           "rfdetr_enabled", "rfdetr_params", "rfdetr_problems", "scan_ids", "scan_records", "scan_slices",
+           "sources"]

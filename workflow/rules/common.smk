@@ -38,7 +38,7 @@ def slice_files(wildcards):
     return sorted(set(aw.scan_slices(slices, wildcards.scan)["path"]))
 
 
-def patchcore_training_crops(wildcards):
+def normal_crops(wildcards):
     return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_normal"))
 
 
@@ -48,11 +48,33 @@ def patchcore_model_files(wildcards):
     return aw.patchcore_model_files(config)
 
 
+def rfdetr_annotated_crops(wildcards):
+    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_defect"))
+
+
+def rfdetr_annotation_inputs(wildcards):
+    folder = config["training"]["annotations_dir"] or ""
+    if DEMO["enabled"] and folder and aw.inside(folder, DEMO["out_dir"]):
+        return rules.generate_demo.output.annotations
+    return aw.annotation_inputs(folder)
+
+
+def rfdetr_model_files(wildcards):
+    path = aw.rfdetr_checkpoint(config)
+    if path is None:
+        return rules.train_rfdetr.output
+    return aw.rfdetr_checkpoint_files(path)
+
+
 def all_targets(wildcards):
     ids = scan_ids()
-    return [
+    inspect = scan_ids("inspect")
+    targets = [
         f"{RESULTS}/scans.tsv",
         f"{RESULTS}/qc.tsv",
         *expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids),
-        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=scan_ids("inspect")),
+        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=inspect),
     ]
+    if aw.rfdetr_enabled(config):
+        targets += expand(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv", scan=inspect)
+    return targets

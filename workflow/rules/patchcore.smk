@@ -1,6 +1,6 @@
 rule train_patchcore:
     input:
-        crops=patchcore_training_crops,
+        crops=normal_crops,
     output:
         meta=f"{RESULTS}/patchcore/model/model.json",
         bank=f"{RESULTS}/patchcore/model/memory_bank.npy",

@@ -1,0 +1,249 @@
+"""RF-DETR models: build one of rfdetr's sizes, fine-tune it with rfdetr's own ``train()``,
+load checkpoints without unpickling, predict on batches of crops.
+
+Training happens in rfdetr; this module only chooses its arguments and records what
+made the model. Checkpoints are read through ``rfdetr.from_checkpoint``, whose
+default is ``torch.load(weights_only=True)``: a checkpoint that needs arbitrary
+unpickling is refused unless the user sets ``rfdetr.trust_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..devices import resolve_device, set_threads
+from ..io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+SIZES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium",
+         "base": "RFDETRBase", "large": "RFDETRLarge"}
+CHECKPOINT = "checkpoint.pth"
+METADATA = "model.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How RF-DETR is fine-tuned (config section ``rfdetr``)."""
+
+    size: str = "nano"
+    pretrain_weights: str | None = None  # None: random initialisation; a .pth path; "download"
+    resolution: int = 192
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    lr_encoder: float = 1e-3
+    num_queries: int | None = None  # None: rfdetr's default for the size
+    group_detr: int | None = None
+    multi_scale: bool = False
+    use_ema: bool = True
+    early_stopping: bool = True
+    patience: int = 5
+    min_delta: float = 0.001
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    trust_checkpoint: bool = False
+
+    @classmethod
+    def from_config(cls, section: dict) -> "TrainSettings":
+        s = dict(section)
+        stop = s.pop("early_stopping", None)
+        if isinstance(stop, dict):
+            s.update(early_stopping=stop.get("enabled", True), patience=stop.get("patience", cls.patience),
+                     min_delta=stop.get("min_delta", cls.min_delta))
+        elif stop is not None:
+            s["early_stopping"] = bool(stop)
+        return cls(**{k: v for k, v in s.items() if k in cls.__dataclass_fields__})
+
+
+def _model_class(size: str):
+    import rfdetr
+
+    if size not in SIZES:
+        raise ValueError(f"rfdetr.size {size!r}: choose one of {', '.join(SIZES)}")
+    return getattr(rfdetr, SIZES[size])
+
+
+def build(settings: TrainSettings, device) -> object:
+    """An untrained rfdetr model of the configured size, on ``device``.
+
+    ``pretrain_weights: null`` builds with random weights, offline. A path starts from
+    that checkpoint (a COCO release or the original tool's ``checkpoint_best_total.pth``);
+    ``download`` lets rfdetr fetch its own release (needs the network).
+    """
+    kwargs: dict = {"num_classes": 1, "device": str(device)}
+    if settings.num_queries:
+        kwargs.update(num_queries=settings.num_queries, num_select=settings.num_queries)
+    if settings.group_detr:
+        kwargs["group_detr"] = settings.group_detr
+    weights = settings.pretrain_weights
+    if weights is None:
+        kwargs["pretrain_weights"] = None
+    elif weights != "download":
+        if not Path(weights).is_file():
+            raise CheckpointError(f"rfdetr.pretrain_weights: {weights} not found")
+        kwargs["pretrain_weights"] = str(weights)
+    try:
+        return _model_class(settings.size)(trust_checkpoint=settings.trust_checkpoint, **kwargs)
+    except (OSError, ConnectionError) as exc:
+        raise CheckpointError(
+            f"rfdetr {settings.size}: could not build the model ({exc}). Without network, use "
+            "pretrain_weights: null (nano, small, medium, large build offline; base needs a DINOv2 "
+            "download) or a local checkpoint") from exc
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path, threads: int,
+          class_label: str) -> dict:
+    """Fine-tune with rfdetr's ``train()`` and save the best checkpoint with its metadata.
+
+    Returns:
+        The metadata written to ``model.json``.
+    """
+    import rfdetr
+    import torch
+
+    set_threads(threads)
+    torch.manual_seed(settings.seed)
+    device = resolve_device(settings.device)
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    manifest = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
+    model = build(settings, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=".rfdetr-run.", dir=out_dir))
+    t0 = time.perf_counter()
+    try:
+        model.train(
+            dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=settings.epochs,
+            batch_size=settings.batch_size, grad_accum_steps=1, lr=settings.lr, lr_encoder=settings.lr_encoder,
+            resolution=settings.resolution, multi_scale=settings.multi_scale, use_ema=settings.use_ema,
+            early_stopping=settings.early_stopping, early_stopping_patience=settings.patience,
+            early_stopping_min_delta=settings.min_delta, num_workers=settings.num_workers, seed=settings.seed,
+            device=str(device), tensorboard=False, progress_bar=None, class_names=[class_label],
+            checkpoint_interval=max(settings.epochs, 1), run_test=False,
+        )
+        seconds = time.perf_counter() - t0
+        best = run_dir / "checkpoint_best_total.pth"
+        if not best.is_file():
+            raise CheckpointError(f"rfdetr training in {run_dir} wrote no checkpoint_best_total.pth")
+        with atomic_path(out_dir / CHECKPOINT) as tmp:
+            shutil.copyfile(best, tmp)
+        history = _history(run_dir / "metrics.csv")
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    meta = {
+        "model": "rfdetr",
+        "size": settings.size,
+        "class_label": class_label,
+        "settings": asdict(settings),
+        "context": int(manifest.get("context", 0)),
+        "crop_shape": manifest.get("crop_shape"),
+        "dataset_id": manifest.get("dataset_id"),
+        "dataset_counts": manifest.get("counts"),
+        "training_scans": manifest.get("splits"),
+        "device": str(device),
+        "threads": int(threads),
+        "train_seconds": round(seconds, 1),
+        "history": history,
+        "checkpoint_sha256": sha256(out_dir / CHECKPOINT),
+        "versions": _versions(),
+    }
+    write_json(out_dir / METADATA, meta)
+    log.info("RF-DETR %s trained in %.0f s; checkpoint %s", settings.size, seconds, meta["checkpoint_sha256"][:12])
+    return meta
+
+
+def _history(metrics_csv: Path) -> list[dict]:
+    """Per-epoch validation figures from rfdetr's metrics.csv (mAP and recall of the EMA and plain weights)."""
+    if not metrics_csv.is_file():
+        return []
+    import pandas as pd
+
+    table = pd.read_csv(metrics_csv)
+    keep = [c for c in table.columns if c.startswith("val/") or c in ("train/loss",)]
+    rows = table.groupby("epoch")[keep].max().reset_index()
+    return [{k: (None if pd.isna(v) else round(float(v), 5)) for k, v in r.items()} for r in rows.to_dict("records")]
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    return {p: md.version(p) for p in ("rfdetr", "torch", "torchvision", "anodect")}
+
+
+@dataclass
+class Detection:
+    """Boxes of one crop, crop pixel coordinates (x1, y1, x2, y2)."""
+
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+
+
+class Detector:
+    """A loaded RF-DETR checkpoint that predicts on batches of grey crops.
+
+    Args:
+        checkpoint: a ``.pth`` written by rfdetr (ours, the original tool's, or a user's).
+        device: torch device.
+        batch_size: crops per forward pass.
+        trust_checkpoint: allow full unpickling when the safe load fails (trusted files only).
+    """
+
+    def __init__(self, checkpoint: str | Path, device, batch_size: int = 16, trust_checkpoint: bool = False):
+        import rfdetr
+
+        self.path = Path(checkpoint)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: RF-DETR checkpoint not found")
+        meta_path = self.path.with_name(METADATA)
+        self.metadata = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        if self.metadata.get("checkpoint_sha256") and self.metadata["checkpoint_sha256"] != sha256(self.path):
+            raise CheckpointError(f"{self.path}: differs from the checkpoint {meta_path} describes")
+        try:
+            self.model = rfdetr.from_checkpoint(str(self.path), device=str(device),
+                                                trust_checkpoint=trust_checkpoint)
+        except Exception as exc:  # rfdetr raises pickle, value and runtime errors alike
+            raise CheckpointError(
+                f"{self.path}: cannot load as an RF-DETR checkpoint ({type(exc).__name__}: {exc}). A file that "
+                "needs full unpickling loads only with rfdetr.trust_checkpoint: true, for files you trust"
+            ) from exc
+        self.batch_size = max(1, int(batch_size))
+        # Models trained here saw crops with their context; anything else saw bare ROIs.
+        self.context = int(self.metadata.get("context", 0))
+        self.model_id = self.metadata.get("checkpoint_sha256", "")[:16] or sha256(self.path)[:16]
+
+    def predict(self, crops: np.ndarray, floor: float) -> list[Detection]:
+        """Boxes above ``floor`` for each crop of ``crops`` [N, H, W] uint8, in crop pixels."""
+        import torch
+
+        out: list[Detection] = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                chunk = [np.repeat(c[..., None], 3, axis=2) for c in crops[start:start + self.batch_size]]
+                for det in self.model.predict(chunk, threshold=floor, include_source_image=False):
+                    out.append(Detection(np.asarray(det.xyxy, np.float32).reshape(-1, 4),
+                                         np.asarray(det.confidence, np.float32).reshape(-1),
+                                         np.asarray(det.class_id, np.int64).reshape(-1)))
+        return out

@@ -1,0 +1,70 @@
+rule rfdetr_dataset:
+    input:
+        annotated=rfdetr_annotated_crops,
+        normal=normal_crops,
+        annotations=rfdetr_annotation_inputs,
+    output:
+        directory(f"{RESULTS}/rfdetr/dataset"),
+    log:
+        f"{RESULTS}/logs/rfdetr_dataset.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/rfdetr_dataset.tsv"
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        settings=aw.rfdetr_params(config, "dataset"),
+        annotations_dir=config["training"]["annotations_dir"],
+        class_label=config["class_label"],
+        scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_defect"),
+    script:
+        "../scripts/rfdetr_dataset.py"
+
+
+rule train_rfdetr:
+    input:
+        f"{RESULTS}/rfdetr/dataset",
+    output:
+        checkpoint=f"{RESULTS}/rfdetr/model/checkpoint.pth",
+        meta=f"{RESULTS}/rfdetr/model/model.json",
+    log:
+        f"{RESULTS}/logs/train_rfdetr.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_rfdetr.tsv"
+    conda:
+        "../../envs/anodect.yaml"
+    threads: config["rfdetr"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=aw.rfdetr_params(config, "train"),
+        class_label=config["class_label"],
+    script:
+        "../scripts/train_rfdetr.py"
+
+
+rule predict_rfdetr:
+    input:
+        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        model=rfdetr_model_files,
+    output:
+        f"{RESULTS}/rfdetr/predictions/{{scan}}.csv",
+    log:
+        f"{RESULTS}/logs/predict_rfdetr/{{scan}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict_rfdetr/{{scan}}.tsv"
+    conda:
+        "../../envs/anodect.yaml"
+    threads: config["rfdetr"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        settings=aw.rfdetr_params(config, "predict"),
+        checkpoint=aw.rfdetr_checkpoint(config)
+        or f"{RESULTS}/rfdetr/model/checkpoint.pth",
+    script:
+        "../scripts/predict_rfdetr.py"
