@@ -38,6 +38,9 @@ def tiny_config(root: Path, demo_enabled: bool = True) -> dict:
         "training": {"normal_dir": str(demo_dir / "scans" / "train_normal"),
                      "annotated_dir": str(demo_dir / "scans" / "train_defect"),
                      "annotations_dir": str(demo_dir / "annotations" / "train_defect")},
+        # RF-DETR shrunk to a smoke test: one epoch at 64 px on a handful of crops.
+        "rfdetr": {"resolution": 64, "epochs": 1, "num_queries": 10, "group_detr": 2,
+                   "dataset": {"synthetic_crops": 8, "background_crops": 4}},
         "demo": {**{k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in tiny_settings(demo_dir).__dict__.items()},
                  "enabled": demo_enabled},

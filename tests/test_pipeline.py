@@ -43,6 +43,12 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         with np.load(results / "patchcore" / "scores" / f"{scan_id}.npz", allow_pickle=False) as scores:
             assert scores["scores"].shape == (8, 2) and scores["maps"].shape == (8, 2, 32, 42)
             assert np.isfinite(scores["scores"]).all()
+    for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
+        boxes = pd.read_csv(results / "rfdetr" / "predictions" / f"{scan_id}.csv")
+        assert (boxes["confidence"] >= 0.05).all() and set(boxes["scan_id"]) <= {scan_id}
+        assert boxes["x1"].between(32, 225).all() and boxes["y1"].between(112, 144).all()
+    rf_model = json.loads((results / "rfdetr" / "model" / "model.json").read_text())
+    assert rf_model["dataset_counts"]["train"]["boxes"] > 0 and rf_model["context"] == 16
     model = json.loads((results / "patchcore" / "model" / "model.json").read_text())
     assert [s["battery_id"] for s in model["training_scans"]] == ["[N01] 正常セル", "[N02] 正常セル"]
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
@@ -57,6 +63,7 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     config = tiny_config(tmp_path, demo_enabled=False)
     config["input_dir"] = str(data)
     config["training"] = {"normal_dir": str(demo_dir / "scans" / "train_normal")}
+    config["rfdetr"] = {"model": "none"}
     write_config(tmp_path / "config" / "config.yaml", config)
     snakemake(tmp_path)
     results = tmp_path / "results"

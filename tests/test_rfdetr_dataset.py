@@ -173,6 +173,16 @@ def test_dataset_folder_has_one_category_and_battery_disjoint_splits(tiny_traini
         assert rows["split"].nunique() == 1, scan_id
         assert rows["split"].iloc[0] == manifest["splits"][scan_id]
     assert sum(len(d["annotations"]) for d in seen.values()) == boxes["x1"].notna().sum()
+    assert manifest["valid_reuses_train"] is False
     again = make_dataset(annotated, tt["crops"]["train_normal"], tt["annotations"],
                          DatasetSettings(synthetic_crops=20, background_crops=5), "anode crack", tmp_path / "ds2")
     assert again["dataset_id"] == manifest["dataset_id"]  # seeded: same inputs, same images
+
+
+def test_one_annotated_battery_validates_on_train_and_says_so(tiny_training, tmp_path):
+    tt = tiny_training
+    annotated = [(tt["records"]["train_defect"][0], tt["crops"]["train_defect"][0])]
+    manifest = make_dataset(annotated, tt["crops"]["train_normal"], tt["annotations"],
+                            DatasetSettings(synthetic_crops=10, background_crops=3), "anode crack", tmp_path / "ds")
+    assert manifest["valid_reuses_train"] is True
+    assert manifest["counts"]["valid"]["boxes"] > 0

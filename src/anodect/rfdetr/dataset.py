@@ -245,6 +245,12 @@ def build_dataset(annotations: list[CropAnnotation], annotated: dict, normal: di
             pixels, boxes, sources = img
             images[split].append(_Image(f"syn{k:05d}_{base}.png", pixels, boxes, "synthetic", **common,
                                         sources=sources))
+    if not any(i.boxes for i in images["valid"]) and any(i.boxes for i in images["train"]):
+        # One annotated battery cannot be in two splits; rfdetr still needs positives to
+        # validate on, so valid borrows train's images and the manifest says so.
+        log.warning("no annotated battery left for the valid split: it reuses the train images "
+                    "(annotate more batteries for an independent validation)")
+        images["valid"] = [*images["valid"], *(i for i in images["train"] if i.boxes)]
     return images, split_of
 
 
@@ -312,7 +318,9 @@ def write_dataset(out_dir: str | Path, images: dict[str, list[_Image]], split_of
             counts[split]["boxes"] = len(doc["annotations"])
         write_table(tmp / "boxes.csv", pd.DataFrame(rows, columns=[
             "split", "file_name", "kind", "scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2", "pasted_from"]))
+        shared = {i.file_name for i in images["train"]} & {i.file_name for i in images["valid"]}
         manifest = {"settings": asdict(settings), "class_label": class_label, "counts": counts,
+                    "valid_reuses_train": bool(shared),
                     "splits": dict(sorted(split_of.items())), **provenance}
         digest = hashlib.sha256()
         for split in SPLITS:

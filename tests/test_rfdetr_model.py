@@ -1,0 +1,108 @@
+"""RF-DETR model: one epoch of rfdetr's own training, a checkpoint that reloads safely,
+predictions mapped back to slice pixels."""
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anodect.crops import CropSet
+from anodect.rfdetr.dataset import DatasetSettings
+from anodect.rfdetr.model import CheckpointError, Detection, Detector, TrainSettings, train
+from anodect.rfdetr.stage import PREDICTION_COLUMNS, load_detector, make_dataset, predict_scan, to_slice_boxes
+
+
+def _crop_set(context=16):
+    rois = np.array([[32, 112, 74, 144], [183, 112, 225, 144]])
+    h, w = 32 + 2 * context, 42 + 2 * context
+    return CropSet("s1", np.zeros((3, 2, h, w), np.uint8), np.array([204, 205, 207]),
+                   np.array(["a", "b", "c"]), np.array(["left", "right"]), rois, (0.0, 255.0), context)
+
+
+def test_crop_boxes_map_to_slice_pixels_clipped_to_their_roi():
+    cs = _crop_set()
+    none = Detection(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    dets = [none] * 6
+    dets[3] = Detection(np.array([[20, 18, 30, 25],    # inside the right ROI
+                                  [10, 10, 20, 20],    # half in the context border: clipped
+                                  [0, 0, 12, 12]],     # wholly in the border: dropped
+                                 np.float32), np.array([0.9, 0.5, 0.7], np.float32), np.array([0, 0, 0]))
+    table = to_slice_boxes(dets, cs, context=16)
+    assert list(table.columns) == PREDICTION_COLUMNS[1:-1]
+    assert table[["slice_index", "roi"]].values.tolist() == [[205, "right"], [205, "right"]]
+    x0, y0 = 183 - 16, 112 - 16
+    assert table.iloc[0][["x1", "y1", "x2", "y2"]].tolist() == [x0 + 20, y0 + 18, x0 + 30, y0 + 25]
+    assert table.iloc[1][["x1", "y1", "x2", "y2"]].tolist() == [183, 112, x0 + 20, y0 + 20]
+    # A model trained without context (the original's) sees bare ROIs: offsets are the ROI corner.
+    table = to_slice_boxes(dets, cs, context=0)
+    assert table.iloc[0][["x1", "y1"]].tolist() == [183 + 20, 112 + 18]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_training, tmp_path_factory):
+    tt = tiny_training
+    out = tmp_path_factory.mktemp("rfdetr")
+    annotated = list(zip(tt["records"]["train_defect"], tt["crops"]["train_defect"]))
+    make_dataset(annotated, tt["crops"]["train_normal"], tt["annotations"],
+                 DatasetSettings(synthetic_crops=12, background_crops=4), "anode crack", out / "dataset")
+    settings = TrainSettings(resolution=64, epochs=1, batch_size=4, num_queries=10, group_detr=2, device="cpu")
+    meta = train(out / "dataset", settings, out / "model", threads=2, class_label="anode crack")
+    return out, meta
+
+
+@pytest.mark.slow
+def test_one_epoch_gives_a_checkpoint_that_loads_and_predicts(trained, tiny_training, tmp_path):
+    out, meta = trained
+    assert (out / "model" / "checkpoint.pth").is_file()
+    assert meta["context"] == 16 and meta["settings"]["resolution"] == 64 and meta["dataset_id"]
+    assert json.loads((out / "model" / "model.json").read_text())["checkpoint_sha256"] == meta["checkpoint_sha256"]
+    detector = load_detector(out / "model" / "checkpoint.pth", {"device": "cpu", "batch_size": 8})
+    assert detector.context == 16
+    scan = tiny_training["crops"]["inspect"][0]
+    table = predict_scan(detector, scan, tmp_path / "p.csv", floor=0.0, threads=2)
+    assert list(pd.read_csv(tmp_path / "p.csv").columns) == PREDICTION_COLUMNS
+    cs = CropSet.load(scan)
+    assert len(table) > 0 and set(table["slice_index"]) <= set(cs.slice_indices.tolist())
+    for roi, rows in table.groupby("roi"):
+        x0, y0, x1, y1 = cs.roi_boxes[list(cs.roi_names).index(roi)]
+        assert (rows["x1"] >= x0).all() and (rows["x2"] <= x1).all()
+        assert (rows["y1"] >= y0).all() and (rows["y2"] <= y1).all()
+    # Batched and one-by-one predictions agree.
+    crops = cs.crops.reshape(-1, *cs.crops.shape[-2:])[:4]
+    batched = detector.predict(crops, 0.0)
+    detector.batch_size = 1
+    single = detector.predict(crops, 0.0)
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(np.sort(a.confidence), np.sort(b.confidence), atol=1e-4)
+
+
+class _Boom:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.slow
+def test_checkpoints_are_loaded_without_unpickling_and_checked(trained, tmp_path):
+    out, _ = trained
+    evil = tmp_path / "evil.pth"
+    witness = tmp_path / "unpickled"
+    torch.save({"model": {}, "args": _Boom(witness)}, evil, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(CheckpointError, match="evil.pth"):
+        Detector(evil, "cpu")
+    assert not witness.exists()
+    copy = tmp_path / "m"
+    copy.mkdir()
+    (copy / "checkpoint.pth").write_bytes((out / "model" / "checkpoint.pth").read_bytes()[:-10] + b"0" * 10)
+    (copy / "model.json").write_text((out / "model" / "model.json").read_text())
+    with pytest.raises(CheckpointError, match="differs"):
+        Detector(copy / "checkpoint.pth", "cpu")
+    with pytest.raises(CheckpointError, match="not found"):
+        Detector(tmp_path / "missing.pth", "cpu")
