@@ -14,6 +14,7 @@ include: "workflow/rules/discovery.smk"
 include: "workflow/rules/crops.smk"
 include: "workflow/rules/patchcore.smk"
 include: "workflow/rules/rfdetr.smk"
+include: "workflow/rules/decisions.smk"
 
 
 rule all:

@@ -53,7 +53,32 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert [s["battery_id"] for s in model["training_scans"]] == ["[N01] 正常セル", "[N02] 正常セル"]
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
     assert len(qc) == 5 * 8 and (qc["status"] == "ok").all()
+    for folder in ("inference_patchcore", "inference_rf_detr"):
+        images = [p.relative_to(results / folder) for p in (results / folder).rglob("*.png")]
+        assert len(images) == 2 * 8  # every slice of both inspected scans, once
+        assert {p.parts[0] for p in images} <= {"anomaly", "normal"} and all(p.parts[2] == "[Z軸]" for p in images)
+    batteries = pd.read_csv(results / "tables" / "batteries.csv")
+    assert set(batteries.columns) >= {"battery_id", "patchcore_verdict", "rfdetr_verdict", "agree"}
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
+
+    # A threshold change reruns that model's decisions, drawings and summary only.
+    config = tiny_config(tmp_path)
+    config["patchcore_threshold"] = 1e9
+    write_config(tmp_path / "config" / "config.yaml", config)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+                                                       "all": 1}
+    snakemake(tmp_path)
+    assert not list((results / "inference_patchcore" / "anomaly").rglob("*.png"))
+    config["rf_detr_threshold"] = 0.01
+    write_config(tmp_path / "config" / "config.yaml", config)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+                                                       "all": 1}
+
+
+def planned_jobs(dry_run: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> number of jobs."""
+    block = dry_run.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0]: int(line.split()[1]) for line in block.splitlines()[3:] if line.strip()}
 
 
 def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):

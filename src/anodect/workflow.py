@@ -241,7 +241,7 @@ def rfdetr_enabled(config: dict) -> bool:
 
 
 _RF_TRAIN_KEYS = ("size", "pretrain_weights", "trust_checkpoint", "resolution", "epochs", "batch_size", "lr",
-                  "lr_encoder", "num_queries", "group_detr", "multi_scale", "use_ema", "early_stopping",
+                  "lr_encoder", "layer_decay", "num_queries", "group_detr", "multi_scale", "use_ema", "early_stopping",
                   "num_workers", "seed", "device")
 _RF_PREDICT_KEYS = ("score_floor", "predict_batch_size", "trust_checkpoint", "device")
 
@@ -277,6 +277,29 @@ def rfdetr_problems(config: dict) -> list[str]:
     hint = (" (set training.annotated_dir and training.annotations_dir to train one, or rfdetr.model: none)"
             if choice == "original" else "")
     return [f"{key}: RF-DETR checkpoint {path} not found{hint}"]
+
+
+def models(config: dict) -> list[str]:
+    """The models of a run, in report order."""
+    return ["patchcore"] + (["rfdetr"] if rfdetr_enabled(config) else [])
+
+
+MODEL_FOLDERS = {"patchcore": "inference_patchcore", "rfdetr": "inference_rf_detr"}
+
+
+def decision_params(config: dict, model: str) -> dict:
+    """What one model's decision jobs depend on: its own threshold and the tracking rules.
+
+    The other model's threshold is left out, so changing it never reruns these jobs.
+    """
+    d = config["decisions"]
+    params = {k: d[k] for k in ("min_consecutive_slices", "max_gap", "link_margin")}
+    if model == "patchcore":
+        params.update(threshold=config["patchcore_threshold"], map_threshold=d["patchcore_map_threshold"],
+                      min_region_area=d["min_region_area"])
+    else:
+        params.update(threshold=config["rf_detr_threshold"], nms_iou=d["nms_iou"])
+    return params
 
 
 def listing_fingerprint(config: dict) -> str:
@@ -336,7 +359,7 @@ def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
 
 
 __all__ = ["ConfigError", "Source", "annotation_inputs", "check_config", "discover_all", "discover_sources",
-           "index_range", "inside", "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder",
+           "decision_params", "index_range", "inside", "models", "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder",
            "patchcore_params", "read_sheet", "resolved_rfdetr_model", "rfdetr_checkpoint", "rfdetr_checkpoint_files",
            "rfdetr_enabled", "rfdetr_params", "rfdetr_problems", "scan_ids", "scan_records", "scan_slices",
            "sources"]

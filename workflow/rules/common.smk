@@ -14,8 +14,14 @@ DEMO = config["demo"]
 SCAN_ID = r"[a-z0-9_]+-[0-9a-f]{8}"
 
 
+# Models as the pipeline names them, and the original tool's output folder names.
+TOOL_MODEL = {"patchcore": "patchcore", "rf_detr": "rfdetr"}
+
+
 wildcard_constraints:
     scan=SCAN_ID,
+    model="patchcore|rfdetr",
+    tool="patchcore|rf_detr",
 
 
 def demo_manifest():
@@ -66,6 +72,27 @@ def rfdetr_model_files(wildcards):
     return aw.rfdetr_checkpoint_files(path)
 
 
+def scan_record(scan):
+    sheet = sample_sheet()
+    return sheet[sheet["scan_id"] == scan].iloc[0].to_dict()
+
+
+def model_output(wildcards):
+    if wildcards.model == "patchcore":
+        return f"{RESULTS}/patchcore/scores/{wildcards.scan}.npz"
+    return f"{RESULTS}/rfdetr/predictions/{wildcards.scan}.csv"
+
+
+def decision_files(model, name):
+    return expand(
+        f"{RESULTS}/decisions/{model}/{{scan}}/{name}", scan=scan_ids("inspect")
+    )
+
+
+def all_decision_files(name):
+    return [f for model in aw.models(config) for f in decision_files(model, name)]
+
+
 def all_targets(wildcards):
     ids = scan_ids()
     inspect = scan_ids("inspect")
@@ -77,4 +104,6 @@ def all_targets(wildcards):
     ]
     if aw.rfdetr_enabled(config):
         targets += expand(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv", scan=inspect)
+    targets += [f"{RESULTS}/{aw.MODEL_FOLDERS[m]}" for m in aw.models(config)]
+    targets += [f"{RESULTS}/tables/batteries.csv"]
     return targets

@@ -46,6 +46,7 @@ class TrainSettings:
     batch_size: int = 4
     lr: float = 1e-3
     lr_encoder: float = 1e-3
+    layer_decay: float | None = None  # None: 1.0 from random weights, rfdetr's 0.8 when fine-tuning
     num_queries: int | None = None  # None: rfdetr's default for the size
     group_detr: int | None = None
     multi_scale: bool = False
@@ -138,6 +139,7 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
             dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=settings.epochs,
             batch_size=settings.batch_size, grad_accum_steps=1, lr=settings.lr, lr_encoder=settings.lr_encoder,
             resolution=settings.resolution, multi_scale=settings.multi_scale, use_ema=settings.use_ema,
+            **_decay_kwargs(settings),
             early_stopping=settings.early_stopping, early_stopping_patience=settings.patience,
             early_stopping_min_delta=settings.min_delta, num_workers=settings.num_workers, seed=settings.seed,
             device=str(device), tensorboard=False, progress_bar=None, class_names=[class_label],
@@ -172,6 +174,19 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     write_json(out_dir / METADATA, meta)
     log.info("RF-DETR %s trained in %.0f s; checkpoint %s", settings.size, seconds, meta["checkpoint_sha256"][:12])
     return meta
+
+
+def _decay_kwargs(settings: TrainSettings) -> dict:
+    """Learning-rate decay over the backbone's depth and the model's components.
+
+    rfdetr's defaults (0.8 per ViT layer, 0.7 per component) protect pretrained
+    features while fine-tuning; from random weights they leave the first layers
+    learning at a few percent of ``lr_encoder``, so there both are 1.
+    """
+    decay = settings.layer_decay
+    if decay is None:
+        decay = 1.0 if settings.pretrain_weights is None else None
+    return {} if decay is None else {"lr_vit_layer_decay": decay, "lr_component_decay": decay}
 
 
 def _history(metrics_csv: Path) -> list[dict]:

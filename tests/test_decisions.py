@@ -1,0 +1,116 @@
+"""Decisions: per-crop evidence of each model, cracks across slices, tables and the original CSVs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anodect.decisions import (CRACK_COLUMNS, DETECTION_COLUMNS, SLICE_COLUMNS, DecisionSettings, battery_table,
+                               decide, patchcore_boxes, rfdetr_boxes)
+from anodect.io import save_arrays
+from anodect.render import ai_results
+from anodect.tracking import TrackingSettings
+
+SCAN = {"scan_id": "b1_z-00000000", "battery_id": "[B1] cell", "axis": "[Z軸]"}
+SLICES = list(range(205, 215))
+PATHS = {s: f"/data/[B1] cell/[Z軸]/[B1] cell_負極_{s:04d}.tif" for s in SLICES}
+TRACK = TrackingSettings(min_consecutive_slices=4, max_gap=0, link_margin=2)
+
+
+def boxes(rows):
+    """rows: (slice, roi, x1, y1, x2, y2, score)."""
+    table = pd.DataFrame(rows, columns=["slice_index", "roi", "x1", "y1", "x2", "y2", "score"])
+    table["crop_score"] = table["score"]
+    return table
+
+
+def test_a_run_of_four_slices_is_a_crack_and_a_run_of_three_is_not():
+    rows = [(s, "left", 150, 500, 170, 510, 0.9) for s in (205, 206, 207)]
+    rows += [(s, "right", 750, 500, 770, 510, 0.95) for s in (209, 210, 211, 212)]
+    d = decide("rfdetr", SCAN, boxes(rows), SLICES, PATHS, TRACK)
+    assert list(d.detections.columns) == DETECTION_COLUMNS and list(d.cracks.columns) == CRACK_COLUMNS
+    assert list(d.slices.columns) == SLICE_COLUMNS
+    assert d.verdict == "NG" and len(d.cracks) == 1
+    crack = d.cracks.iloc[0]
+    assert (crack["roi"], crack["first_slice"], crack["last_slice"], crack["n_slices"]) == ("right", 209, 212, 4)
+    assert (crack["x1"], crack["y1"], crack["x2"], crack["y2"]) == (750, 500, 770, 510)
+    assert crack["peak_score"] == pytest.approx(0.95) and crack["battery_id"] == "[B1] cell"
+    anomaly = d.slices.set_index("slice_index")["anomaly"]
+    assert sorted(anomaly[anomaly].index) == [209, 210, 211, 212]
+    flagged = d.slices.set_index("slice_index")["flagged"]
+    assert sorted(flagged[flagged].index) == [205, 206, 207, 209, 210, 211, 212]
+    # The short run's boxes are kept as detections, without a crack id.
+    assert (d.detections.loc[d.detections["roi"] == "left", "crack_id"] == "").all()
+    assert (d.detections.loc[d.detections["roi"] == "right", "crack_id"] != "").all()
+
+
+def test_a_missing_slice_neither_breaks_nor_pads_a_crack():
+    rows = [(s, "left", 150, 500, 170, 510, 0.9) for s in (205, 206, 208, 209)]
+    observed = [s for s in SLICES if s != 207]  # 207 unreadable: not observed
+    d = decide("rfdetr", SCAN, boxes(rows), observed, PATHS, TRACK)
+    assert len(d.cracks) == 1 and d.cracks.iloc[0]["n_slices"] == 4
+    assert 207 not in set(d.slices["slice_index"])
+    # Observed but without a box, 207 is a gap: max_gap 0 splits the run.
+    d = decide("rfdetr", SCAN, boxes(rows), SLICES, PATHS, TRACK)
+    assert d.verdict == "OK"
+    d = decide("rfdetr", SCAN, boxes(rows), SLICES, PATHS, TrackingSettings(4, max_gap=1, link_margin=2))
+    assert d.verdict == "NG" and set(d.slices.loc[d.slices["anomaly"], "slice_index"]) == {205, 206, 207, 208, 209}
+
+
+def test_two_cracks_in_one_roi_and_a_shifting_box():
+    rows = [(s, "left", 130, 460, 150, 470, 0.9) for s in range(205, 210)]
+    rows += [(s, "left", 200 + 3 * (s - 205), 540, 220 + 3 * (s - 205), 550, 0.85) for s in range(205, 211)]
+    d = decide("rfdetr", SCAN, boxes(rows), SLICES, PATHS, TRACK)
+    assert sorted(d.cracks["n_slices"]) == [5, 6]
+    moving = d.cracks[d.cracks["n_slices"] == 6].iloc[0]
+    assert (moving["x1"], moving["x2"]) == (200, 235)
+
+
+def test_rfdetr_threshold_is_strict_and_nms_merges_duplicates():
+    preds = pd.DataFrame({
+        "slice_index": [205, 205, 205, 205], "roi": ["left"] * 4,
+        "x1": [10.0, 11.0, 60.0, 10.0], "y1": [10.0, 10.0, 10.0, 40.0],
+        "x2": [30.0, 31.0, 80.0, 30.0], "y2": [20.0, 20.0, 20.0, 50.0],
+        "confidence": [0.9, 0.85, 0.95, 0.8], "class_id": [0, 1, 0, 0]})
+    kept = rfdetr_boxes(preds, DecisionSettings(threshold=0.8, nms_iou=0.5))
+    # 0.8 is not above 0.8; the 0.85 box overlaps the 0.9 one (the original kept both, as two classes).
+    assert sorted(kept["score"]) == pytest.approx([0.9, 0.95])
+    assert np.allclose(kept["crop_score"], 0.95)
+
+
+def test_patchcore_flags_by_crop_score_and_never_drops_a_flagged_crop(tmp_path):
+    maps = np.zeros((2, 2, 32, 42), np.float16)
+    maps[0, 0, 10:13, 5:20] = 5.0  # a clear region
+    maps[1, 1] = 0.5  # flat map: no region above the map threshold
+    maps[1, 1, 20, 30] = 1.0
+    save_arrays(tmp_path / "s.npz", scan_id=np.array("s"), scores=np.array([[6.0, 1.0], [2.0, 4.0]], np.float32),
+                maps=maps, slice_indices=np.array([205, 206]), roi_names=np.array(["left", "right"]),
+                roi_boxes=np.array([[100, 400, 142, 432], [700, 400, 742, 432]]), model_id=np.array("m"))
+    found, observed = patchcore_boxes(tmp_path / "s.npz", DecisionSettings(threshold=3.0))
+    assert observed == [205, 206]
+    assert found[["slice_index", "roi"]].values.tolist() == [[205, "left"], [206, "right"]]
+    first = found.iloc[0]
+    assert (first["x1"], first["y1"], first["x2"], first["y2"]) == (105, 410, 119, 412)
+    assert first["score"] == pytest.approx(6.0)
+    last = found.iloc[1]
+    assert last["x1"] <= 730 <= last["x2"] and last["y1"] <= 420 <= last["y2"]
+
+
+def test_ai_results_csvs_have_the_original_headers_byte_for_byte():
+    rows = [(s, "right", 750.7, 500.2, 770.9, 510.0, 0.95) for s in (209, 210, 211, 212)]
+    d = decide("rfdetr", SCAN, boxes(rows), SLICES, PATHS, TRACK)
+    files = ai_results("[B1] cell", d.slices, d.detections)
+    assert sorted(files) == ["B1 cell_detected.csv", "B1 cell_log.csv"]
+    log = files["B1 cell_log.csv"].decode("utf-8")
+    assert log.startswith("Name,Result,NG_countL,NG_countP,NG_countE\r\n")
+    assert log.splitlines()[1] == "[B1] cell_負極_0209.png,NG,1,,"
+    assert len(log.splitlines()) == 5
+    det = files["B1 cell_detected.csv"].decode("utf-8")
+    assert det.startswith("file_name,xmin,ymin,xmax,ymax,L,P,E\r\n")
+    assert det.splitlines()[1] == "[B1] cell_負極_0209.png,750,500,770,510,1,,"
+
+
+def test_battery_table_gives_both_verdicts():
+    cracks = pd.DataFrame({"model": ["patchcore"], "scan_id": ["b1_z-00000000"]})
+    table = battery_table([SCAN, {**SCAN, "scan_id": "b2_z-00000000"}], cracks, ["patchcore", "rfdetr"])
+    assert table[["patchcore_verdict", "rfdetr_verdict", "agree"]].values.tolist() == [
+        ["NG", "OK", False], ["OK", "OK", True]]

@@ -1,0 +1,82 @@
+rule decide:
+    input:
+        model_output=model_output,
+        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        slices=ancient(f"{RESULTS}/slices.tsv"),
+    output:
+        detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
+        cracks=f"{RESULTS}/decisions/{{model}}/{{scan}}/cracks.csv",
+        slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
+    log:
+        f"{RESULTS}/logs/decide/{{model}}/{{scan}}.log",
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=1000,
+    params:
+        settings=lambda wildcards: aw.decision_params(config, wildcards.model),
+        scan=lambda wildcards: scan_record(wildcards.scan),
+    script:
+        "../scripts/decide.py"
+
+
+rule render:
+    input:
+        detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
+        slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
+        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        images=slice_files,
+    output:
+        directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
+    log:
+        f"{RESULTS}/logs/render/{{model}}/{{scan}}.log",
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=1500,
+    params:
+        class_label=config["class_label"],
+        thickness=config["decisions"]["box_thickness"],
+    script:
+        "../scripts/render.py"
+
+
+rule publish:
+    input:
+        images=lambda wildcards: decision_files(TOOL_MODEL[wildcards.tool], "images"),
+        slices=lambda wildcards: decision_files(TOOL_MODEL[wildcards.tool], "slices.csv"),
+        detections=lambda wildcards: decision_files(
+            TOOL_MODEL[wildcards.tool], "detections.csv"
+        ),
+    output:
+        directory(f"{RESULTS}/inference_{{tool}}"),
+    log:
+        f"{RESULTS}/logs/publish/{{tool}}.log",
+    conda:
+        "../../envs/anodect.yaml"
+    params:
+        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        export_csv=config["export_ai_csv_files"],
+    script:
+        "../scripts/publish.py"
+
+
+rule summarise:
+    input:
+        detections=lambda wildcards: all_decision_files("detections.csv"),
+        cracks=lambda wildcards: all_decision_files("cracks.csv"),
+        slices=lambda wildcards: all_decision_files("slices.csv"),
+    output:
+        detections=f"{RESULTS}/tables/detections.csv",
+        cracks=f"{RESULTS}/tables/cracks.csv",
+        slices=f"{RESULTS}/tables/slices.csv",
+        batteries=f"{RESULTS}/tables/batteries.csv",
+    log:
+        f"{RESULTS}/logs/summarise.log",
+    conda:
+        "../../envs/anodect.yaml"
+    params:
+        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        models=aw.models(config),
+    script:
+        "../scripts/summarise.py"

@@ -1,0 +1,19 @@
+"""Rule decide: one model's flagged boxes, cracks across slices and slice labels for one scan."""
+
+from pathlib import Path
+
+from anodect import logs
+from anodect.decisions import decide_scan, settings_from_params
+from anodect.workflow import scan_slices
+
+logs.to_file(snakemake.log[0])
+scan = snakemake.params.scan
+decide_scan(
+    snakemake.wildcards.model,
+    scan,
+    snakemake.input.model_output,
+    snakemake.input.crops,
+    scan_slices(snakemake.input.slices, scan["scan_id"]),
+    settings_from_params(snakemake.params.settings),
+    Path(snakemake.output.detections).parent,
+)
