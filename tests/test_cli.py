@@ -13,6 +13,7 @@ def test_demo_check_and_discover_commands(tmp_path, capsys):
     assert "20 slices of 2 cells" in capsys.readouterr().out
     config["demo"]["enabled"] = False
     config["training"]["annotated_dir"] = None
+    config["rfdetr"] = {"model": "none"}
     path = write_config(tmp_path / "config.yaml", config)
     assert main(["check-config", "--config", str(path)]) == 0
     assert main(["discover", "--config", str(path), "--out", str(tmp_path / "scans.tsv")]) == 0

@@ -6,7 +6,8 @@ import yaml
 
 from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
 from anodect.patchcore.legacy import write_flat_index, write_params
-from anodect.workflow import check_config, patchcore_params, resolved_patchcore_model, sources
+from anodect.workflow import (check_config, patchcore_params, resolved_patchcore_model, resolved_rfdetr_model,
+                              rfdetr_checkpoint, sources)
 
 from conftest import REPO, write_slice
 
@@ -50,6 +51,10 @@ def _original(tmp_path, image_size=1024):
     write_params(models / "patchcore_params.pkl", {"backbone.name": "resnet50"})
     write_flat_index(models / "nnscorer_search_index.faiss", np.zeros((336, 1024), np.float32))
     config["output_dir_model_patchcore"] = str(models)
+    rf_models = tmp_path / "models" / "rf_detr"
+    rf_models.mkdir(parents=True)
+    (rf_models / "checkpoint_best_total.pth").write_bytes(b"only its presence is checked here")
+    config["output_dir_model_rf_detr"] = str(rf_models)
     for i in range(214, 224):
         write_slice(tmp_path / "input" / "[B1]" / "[Z軸]" / f"[B1]_負極_{i:04d}.tif",
                     np.zeros((image_size, image_size), np.uint8))
@@ -63,6 +68,22 @@ def test_original_config_is_accepted_as_is(tmp_path):
     assert config["demo"]["enabled"] is False
     assert [s.role for s in sources(config)] == ["inspect"]
     assert resolved_patchcore_model(config) == "original"
+    assert resolved_rfdetr_model(config) == "original"
+    assert rfdetr_checkpoint(config) == str(tmp_path / "models" / "rf_detr" / "checkpoint_best_total.pth")
+
+
+def test_a_missing_rfdetr_checkpoint_names_the_way_out(tmp_path):
+    config = _original(tmp_path)
+    config["output_dir_model_rf_detr"] = str(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"RF-DETR checkpoint .*nowhere.* not found .*rfdetr.model: none"):
+        check_config(copy.deepcopy(config))
+    config["rfdetr"] = {"model": "none"}
+    assert resolved_rfdetr_model(check_config(config)) == "none"
+    config["rfdetr"] = {"model": "train", "resolution": 200}
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert "rfdetr.model: 'train' needs training.annotated_dir" in str(err.value)
+    assert "rfdetr.resolution: 200 is not a multiple of 32" in str(err.value)
 
 
 def test_shipped_config_is_valid():
@@ -119,7 +140,9 @@ def test_demo_folders_are_not_required_to_exist(tmp_path):
     config = load_config(REPO / "config" / "config.yaml")
     config["demo"]["out_dir"] = str(tmp_path / "demo")
     config["input_dir"] = str(tmp_path / "demo" / "scans" / "test")
-    config["training"] = {"normal_dir": str(tmp_path / "demo" / "scans" / "train_normal")}
+    config["training"] = {"normal_dir": str(tmp_path / "demo" / "scans" / "train_normal"),
+                          "annotated_dir": str(tmp_path / "demo" / "scans" / "train_defect"),
+                          "annotations_dir": str(tmp_path / "demo" / "annotations" / "train_defect")}
     check_config(config)
     assert all(s.generated for s in sources(config))
 
@@ -152,3 +175,18 @@ def test_threads_and_model_choice_do_not_reach_job_params():
     assert "threads" not in train and "threads" not in score and "model" not in train
     assert set(score) == {"batch_size", "device", "weights_path", "download_weights"}
     assert train["coreset_fraction"] == 0.01 and train["layers"] == ["blocks.2"]
+
+
+def test_each_job_depends_only_on_its_own_settings():
+    config = load_config(REPO / "config" / "config.yaml")
+    from anodect.workflow import decision_params, rfdetr_params
+
+    changed = copy.deepcopy(config)
+    changed["patchcore_threshold"] += 1
+    changed["rfdetr"]["threads"] += 1
+    changed["rfdetr"]["score_floor"] = 0.2
+    assert decision_params(changed, "rfdetr") == decision_params(config, "rfdetr")
+    assert decision_params(changed, "patchcore") != decision_params(config, "patchcore")
+    assert rfdetr_params(changed, "train") == rfdetr_params(config, "train")
+    assert rfdetr_params(changed, "dataset") == rfdetr_params(config, "dataset")
+    assert rfdetr_params(changed, "predict") != rfdetr_params(config, "predict")

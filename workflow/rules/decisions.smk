@@ -44,7 +44,9 @@ rule render:
 rule publish:
     input:
         images=lambda wildcards: decision_files(TOOL_MODEL[wildcards.tool], "images"),
-        slices=lambda wildcards: decision_files(TOOL_MODEL[wildcards.tool], "slices.csv"),
+        slices=lambda wildcards: decision_files(
+            TOOL_MODEL[wildcards.tool], "slices.csv"
+        ),
         detections=lambda wildcards: decision_files(
             TOOL_MODEL[wildcards.tool], "detections.csv"
         ),
