@@ -106,3 +106,16 @@ def test_checkpoints_are_loaded_without_unpickling_and_checked(trained, tmp_path
         Detector(copy / "checkpoint.pth", "cpu")
     with pytest.raises(CheckpointError, match="not found"):
         Detector(tmp_path / "missing.pth", "cpu")
+
+
+@pytest.mark.slow
+def test_training_can_start_from_a_checkpoint(trained, tmp_path):
+    out, first = trained
+    settings = TrainSettings(resolution=64, epochs=1, batch_size=4, num_queries=10, group_detr=2, device="cpu",
+                             pretrain_weights=str(out / "model" / "checkpoint.pth"))
+    meta = train(out / "dataset", settings, tmp_path / "model", threads=2, class_label="anode crack")
+    assert meta["settings"]["pretrain_weights"].endswith("checkpoint.pth")
+    assert meta["checkpoint_sha256"] != first["checkpoint_sha256"]
+    with pytest.raises(CheckpointError, match="not found"):
+        train(out / "dataset", TrainSettings(pretrain_weights=str(tmp_path / "absent.pth")), tmp_path / "m2",
+              threads=2, class_label="anode crack")

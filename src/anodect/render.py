@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -22,7 +21,7 @@ import pandas as pd
 import supervision as sv
 
 from .imaging import SliceReadError, Window, read_slice
-from .io import write_bytes
+from .io import atomic_dir, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,9 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
     Returns:
         Counts of images written per folder and of slices that could not be read.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     counts = {"anomaly": 0, "normal": 0, "unreadable": 0}
     win = Window(*window)
-    try:
+    with atomic_dir(out_dir) as tmp:
         for folder in ("anomaly", "normal"):
             (tmp / folder).mkdir()
         for row in slices.itertuples():
@@ -88,12 +84,6 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
                 raise RuntimeError(f"PNG encoding failed for {row.path}")
             (tmp / folder / f"{Path(row.path).stem}.png").write_bytes(png.tobytes())
             counts[folder] += 1
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return counts
 
 
@@ -140,10 +130,7 @@ def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[p
         out_dir: ``<output_inference_dir>/inference_<model>``, replaced whole.
         export_csv: write ``AI_RESULTS/<battery>/<battery>_{log,detected}.csv`` (``export_ai_csv_files``).
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for scan in scans:
             sid = scan["scan_id"]
             for folder in ("anomaly", "normal"):
@@ -155,9 +142,3 @@ def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[p
                 battery_dir = tmp / "AI_RESULTS" / scan["battery_path"]
                 for name, data in ai_results(scan["battery_id"], slices, detections).items():
                     write_bytes(battery_dir / name, data)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from ..groundtruth import CATEGORY
-from ..io import write_json, write_table
+from ..io import atomic_dir, write_json, write_table
 from .annotations import CropAnnotation
 
 log = logging.getLogger(__name__)
@@ -295,10 +293,7 @@ def coco_document(images: list[_Image], class_label: str) -> dict:
 def write_dataset(out_dir: str | Path, images: dict[str, list[_Image]], split_of: dict[str, str],
                   class_label: str, settings: DatasetSettings, provenance: dict) -> dict:
     """Write the split folders, a box table and a manifest; the folder appears whole or not at all."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         rows, counts = [], {}
         for split in SPLITS:
             folder = tmp / split
@@ -329,10 +324,4 @@ def write_dataset(out_dir: str | Path, images: dict[str, list[_Image]], split_of
                 digest.update(img.pixels.tobytes())
         manifest["dataset_id"] = digest.hexdigest()[:16]
         write_json(tmp / "dataset.json", manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

@@ -122,7 +122,6 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     Returns:
         The metadata written to ``model.json``.
     """
-    import rfdetr
     import torch
 
     set_threads(threads)
