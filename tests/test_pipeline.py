@@ -74,6 +74,14 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
                                                        "all": 1}
 
+    # A user's own checkpoint: prediction runs with it, nothing is trained.
+    mine = tmp_path / "my_model"
+    shutil.copytree(results / "rfdetr" / "model", mine)
+    config["rfdetr"]["model"] = str(mine / "checkpoint.pth")
+    write_config(tmp_path / "config" / "config.yaml", config)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 2, "decide": 2, "render": 2, "publish": 1,
+                                                       "summarise": 1, "all": 1}
+
 
 def planned_jobs(dry_run: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run: rule -> number of jobs."""
