@@ -200,3 +200,20 @@ def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str]) ->
             row["agree"] = row[f"{models[0]}_verdict"] == row[f"{models[1]}_verdict"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def summarise(tables: dict[str, list[str]], scans: list[dict], models: list[str], outputs: dict[str, str]) -> None:
+    """Concatenate the per-scan decision tables of every model and add the battery table.
+
+    Args:
+        tables: ``detections``, ``cracks``, ``slices`` -> the per-scan files of every model.
+        scans: sample-sheet records of the inspected scans.
+        models: the run's models, in report order.
+        outputs: the same three names plus ``batteries`` -> output paths.
+    """
+    from .io import read_table, write_table
+
+    joined = {name: pd.concat([read_table(p) for p in paths], ignore_index=True) for name, paths in tables.items()}
+    for name, table in joined.items():
+        write_table(outputs[name], table)
+    write_table(outputs["batteries"], battery_table(scans, joined["cracks"], models))

@@ -142,3 +142,14 @@ def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[p
                 battery_dir = tmp / "AI_RESULTS" / scan["battery_path"]
                 for name, data in ai_results(scan["battery_id"], slices, detections).items():
                     write_bytes(battery_dir / name, data)
+
+
+def publish_scans(scans: list[dict], image_dirs: list[str], slice_tables: list[str], detection_tables: list[str],
+                  out_dir: str | Path, export_csv: bool) -> None:
+    """``publish`` from the rule's file lists, which follow the order of ``scans``."""
+    from .io import read_table
+
+    staged = {s["scan_id"]: d for s, d in zip(scans, image_dirs, strict=True)}
+    tables = {s["scan_id"]: (read_table(sl), read_table(det))
+              for s, sl, det in zip(scans, slice_tables, detection_tables, strict=True)}
+    publish(scans, staged, tables, out_dir, export_csv)
