@@ -9,7 +9,9 @@ Prints
      ``train()``, one epoch, the config's settings);
   3. prediction crops per second on CPU, batched (the pipeline) and one by one;
   4. on the demo test scans: slice-level AP (slice score = best box confidence) and
-     box recall at IoU 0.3, at the score floor and at rf_detr_threshold.
+     box recall at IoU 0.3, at the score floor and at rf_detr_threshold;
+  5. with --long-epochs N: the same settings trained N epochs without early stopping
+     (is it the budget?), its best validation mAP@50, loss and test slice-level AP.
 
 Run after `make run` (it reads results/crops, results/rfdetr and the demo's truth):
     .venv/bin/python benchmarks/rfdetr_speed.py [--results results] [--threads 2] [--skip-train]
@@ -88,6 +90,32 @@ def epoch_seconds(dataset: Path, config: dict, threads: int) -> tuple[float, int
     return seconds, n_train
 
 
+def evaluate(detector, config, test, truth, truth_boxes) -> dict:
+    rf = config["rfdetr"]
+    tables = []
+    for _, cs in test:
+        dets = detector.predict(crops_for(detector, cs), rf["score_floor"])
+        tables.append(to_slice_boxes(dets, cs, detector.context))
+    return accuracy(tables, test, truth, truth_boxes, [rf["score_floor"], config["rf_detr_threshold"]])
+
+
+def long_run(dataset: Path, config: dict, epochs: int, threads: int, test, truth, truth_boxes) -> None:
+    """Train the pipeline's settings for ``epochs`` without early stopping and evaluate that model."""
+    settings = TrainSettings.from_config({**config["rfdetr"], "epochs": epochs, "early_stopping": False})
+    tmp = Path(tempfile.mkdtemp(prefix="rfdetr-long."))
+    try:
+        meta = train(dataset, settings, tmp, threads, config["class_label"])
+        detector = load_detector(tmp / "checkpoint.pth", {"device": "cpu", "batch_size": 16})
+        acc = evaluate(detector, config, test, truth, truth_boxes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    best = max((h.get("val/mAP_50") or 0, h.get("val/ema_mAP_50") or 0) for h in meta["history"])
+    losses = [h["train/loss"] for h in meta["history"] if h.get("train/loss") is not None]
+    print(f"\n5. {epochs} epochs without early stopping: {meta['train_seconds'] / 60:.0f} min, best validation "
+          f"mAP@50 {max(best):.4f}, training loss {losses[0]:.1f} -> {losses[-1]:.1f}, "
+          f"test slice-level AP {acc['slice_ap']:.3f}")
+
+
 def prediction_speed(detector, crops: np.ndarray) -> tuple[float, float]:
     """Crops per second batched (the pipeline's batch size) and one by one, same crops."""
     detector.predict(crops[:2], 0.05)  # warm-up
@@ -142,6 +170,7 @@ def main() -> None:
     parser = demo_parser(__doc__)
     parser.add_argument("--skip-train", action="store_true", help="skip the one-epoch training measurement")
     parser.add_argument("--steps", type=int, default=3, help="training steps per setting in the step profile")
+    parser.add_argument("--long-epochs", type=int, default=0, help="also train this many epochs (0: skip)")
     args = parser.parse_args()
     config, truth, _, test = load_demo(args)
     results = Path(args.results)
@@ -168,16 +197,13 @@ def main() -> None:
           f"({detector.batch_size}) {batched:.1f} crops/s, one by one {single:.1f} crops/s "
           f"(x{batched / single:.2f})")
 
-    tables = []
-    for _, cs in test:
-        dets = detector.predict(crops_for(detector, cs), rf["score_floor"])
-        tables.append(to_slice_boxes(dets, cs, detector.context))
-    thresholds = [rf["score_floor"], config["rf_detr_threshold"]]
-    acc = accuracy(tables, test, truth, truth_boxes, thresholds)
+    acc = evaluate(detector, config, test, truth, truth_boxes)
     print(f"\n4. Demo test scans ({len(test)} cells, {acc['n_slices']} slices, {acc['n_cracked']} cracked, "
           f"{acc['n_truth_boxes']} crack boxes): slice-level AP {acc['slice_ap']:.4f}")
     for t, r in acc["recall"].items():
         print(f"   box recall at IoU 0.3, confidence >= {t}: {r:.3f}")
+    if args.long_epochs:
+        long_run(results / "rfdetr" / "dataset", config, args.long_epochs, args.threads, test, truth, truth_boxes)
 
 
 if __name__ == "__main__":

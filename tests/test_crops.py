@@ -88,3 +88,11 @@ def test_context_surrounds_the_roi_and_mirrors_outside_the_image(tmp_path):
     # Left of x=0 the slice is mirrored: columns -2, -1 repeat columns 1, 0.
     assert np.array_equal(crop_set.crops[0, 0][:, :2], _coded()[1:7, [1, 0]])
     assert np.array_equal(crop_set.inner()[0, 0], _coded()[3:5, 0:4])
+
+
+def test_crop_metadata_reads_without_the_pixels(tmp_path):
+    crop_set, _ = extract_crops("s1", _slices(tmp_path, {7: _coded(), 5: _coded(100)}), ROIS, WINDOW, context=2)
+    crop_set.save(tmp_path / "c.npz")
+    meta = CropSet.read_meta(tmp_path / "c.npz")
+    assert meta["slice_indices"] == [5, 7] and meta["context"] == 2
+    assert meta["window"] == crop_set.window and meta["roi_names"] == list(crop_set.roi_names)

@@ -186,3 +186,12 @@ def test_one_annotated_battery_validates_on_train_and_says_so(tiny_training, tmp
                             DatasetSettings(synthetic_crops=10, background_crops=3), "anode crack", tmp_path / "ds")
     assert manifest["valid_reuses_train"] is True
     assert manifest["counts"]["valid"]["boxes"] > 0
+
+
+def test_a_crops_file_of_another_scan_is_refused(tiny_training, tmp_path):
+    tt = tiny_training
+    records, crops = tt["records"]["train_defect"], tt["crops"]["train_defect"]
+    with pytest.raises(ValueError, match="crops file holds scan"):
+        make_dataset([(records[0], crops[1])], tt["crops"]["train_normal"], tt["annotations"],
+                     DatasetSettings(), "anode crack", tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()

@@ -68,6 +68,14 @@ class CropSet:
             context=int(a["context"]) if "context" in a else 0,
         )
 
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """Slice indices, ROI names and boxes, window and context of a crops file, without its pixels."""
+        a = load_arrays(path, ("slice_indices", "roi_names", "roi_boxes", "window", "context"))
+        return {"slice_indices": [int(i) for i in a["slice_indices"]], "roi_names": [str(n) for n in a["roi_names"]],
+                "roi_boxes": a["roi_boxes"], "window": (float(a["window"][0]), float(a["window"][1])),
+                "context": int(a["context"]) if "context" in a else 0}
+
     @property
     def n_slices(self) -> int:
         return int(self.crops.shape[0])

@@ -174,7 +174,7 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     from .io import read_table, write_table
 
     paths = dict(zip(slice_list["slice_index"].astype(int), slice_list["path"]))
-    observed = [int(i) for i in CropSet.load(crops_path).slice_indices]
+    observed = CropSet.read_meta(crops_path)["slice_indices"]
     if model == "patchcore":
         boxes, _ = patchcore_boxes(model_output, settings)
     else:

@@ -8,6 +8,7 @@ a later run (or Snakemake) would take for a finished one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -61,6 +62,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | Path, limit: int | None = None) -> str:
+    """Hex sha256 of a file (the first ``limit`` characters when given): model files are identified by it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:limit] if limit else digest.hexdigest()
+
+
+def package_versions(*names: str) -> dict:
+    """Installed versions of the named distributions, for a model's metadata (None when absent,
+    e.g. faiss-cpu on a machine with faiss-gpu)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -102,7 +126,10 @@ def save_arrays(path: str | Path, **arrays: Any) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Load every array of an ``.npz`` file without ever unpickling."""
+def load_arrays(path: str | Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Load the arrays of an ``.npz`` file (all, or those of ``keys`` it has) without ever unpickling.
+
+    Members are read on demand, so asking for a few small keys skips the big ones.
+    """
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        return {key: data[key] for key in data.files if keys is None or key in keys}

@@ -343,6 +343,14 @@ def scan_ids(sheet: pd.DataFrame, role: str | None = None) -> list[str]:
     return list(rows["scan_id"])
 
 
+def scan_record(sheet: pd.DataFrame, scan_id: str) -> dict:
+    """One scan's row of the sample sheet."""
+    rows = sheet[sheet["scan_id"] == scan_id]
+    if rows.empty:
+        raise KeyError(f"scan {scan_id!r} is not in the sample sheet")
+    return rows.iloc[0].to_dict()
+
+
 def scan_records(sheet: pd.DataFrame, role: str) -> list[dict]:
     """Ids and original names of one role's scans, for a model's metadata."""
     rows = sheet.loc[sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis"]]
@@ -361,5 +369,6 @@ def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
 __all__ = ["ConfigError", "Source", "annotation_inputs", "check_config", "discover_all", "discover_sources",
            "decision_params", "index_range", "inside", "models", "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder",
            "patchcore_params", "read_sheet", "resolved_rfdetr_model", "rfdetr_checkpoint", "rfdetr_checkpoint_files",
-           "rfdetr_enabled", "rfdetr_params", "rfdetr_problems", "scan_ids", "scan_records", "scan_slices",
+           "rfdetr_enabled", "rfdetr_params", "rfdetr_problems", "scan_ids", "scan_record", "scan_records",
+           "scan_slices",
            "sources"]

@@ -73,8 +73,7 @@ def rfdetr_model_files(wildcards):
 
 
 def scan_record(scan):
-    sheet = sample_sheet()
-    return sheet[sheet["scan_id"] == scan].iloc[0].to_dict()
+    return aw.scan_record(sample_sheet(), scan)
 
 
 def model_output(wildcards):

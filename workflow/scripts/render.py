@@ -11,7 +11,7 @@ logs.to_file(snakemake.log[0])
 counts = render_scan(
     read_table(snakemake.input.slices),
     read_table(snakemake.input.detections),
-    CropSet.load(snakemake.input.crops).window,
+    CropSet.read_meta(snakemake.input.crops)["window"],
     snakemake.params.class_label,
     snakemake.output[0],
     snakemake.params.thickness,

@@ -5,9 +5,9 @@ from anodect.rfdetr.dataset import DatasetSettings
 from anodect.rfdetr.stage import make_dataset
 
 logs.to_file(snakemake.log[0])
-crops = {path.rsplit("/", 1)[-1].removesuffix(".npz"): path for path in snakemake.input.annotated}
+# Crops and records both follow the sample sheet's order (checked inside).
 make_dataset(
-    [(record, crops[record["scan_id"]]) for record in snakemake.params.scans],
+    list(zip(snakemake.params.scans, snakemake.input.annotated, strict=True)),
     list(snakemake.input.normal),
     snakemake.params.annotations_dir,
     DatasetSettings.from_config(snakemake.params.settings),

@@ -9,13 +9,14 @@ random weights are never used in place of ImageNet ones.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..io import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,14 +35,6 @@ class BackboneInfo:
     channels: tuple[int, ...]
     strides: tuple[int, ...]
     weights_id: str
-
-
-def file_sha256(path: str | Path, limit: int | None = None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:limit] if limit else digest.hexdigest()
 
 
 def load_state_dict(path: str | Path) -> dict:

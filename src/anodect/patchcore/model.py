@@ -23,9 +23,8 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
-from ..io import save_arrays, write_json
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, file_sha256
+from ..io import file_sha256, package_versions, save_arrays, write_json
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from .coreset import greedy_coreset
 from .search import NearestNeighbourIndex
 
@@ -305,11 +304,7 @@ def _stats(scores: np.ndarray) -> dict:
 
 
 def _versions() -> dict:
-    import faiss
-    import torchvision
-
-    return {"anodect": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "faiss": faiss.__version__, "numpy": np.__version__}
+    return package_versions("anodect", "torch", "torchvision", "faiss-cpu", "numpy")
 
 
 def save_scores(path: str | Path, result: ScoreResult, crop_set, model_id: str) -> None:

@@ -9,7 +9,6 @@ unpickling is refused unless the user sets ``rfdetr.trust_checkpoint``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import resolve_device, set_threads
-from ..io import atomic_path, write_json
+from ..io import atomic_path, file_sha256, package_versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +106,6 @@ def build(settings: TrainSettings, device) -> object:
             "download) or a local checkpoint") from exc
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path, threads: int,
           class_label: str) -> dict:
     """Fine-tune with rfdetr's ``train()`` and save the best checkpoint with its metadata.
@@ -167,8 +158,8 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
         "threads": int(threads),
         "train_seconds": round(seconds, 1),
         "history": history,
-        "checkpoint_sha256": sha256(out_dir / CHECKPOINT),
-        "versions": _versions(),
+        "checkpoint_sha256": file_sha256(out_dir / CHECKPOINT),
+        "versions": package_versions("anodect", "rfdetr", "torch", "torchvision"),
     }
     write_json(out_dir / METADATA, meta)
     log.info("RF-DETR %s trained in %.0f s; checkpoint %s", settings.size, seconds, meta["checkpoint_sha256"][:12])
@@ -200,12 +191,6 @@ def _history(metrics_csv: Path) -> list[dict]:
     return [{k: (None if pd.isna(v) else round(float(v), 5)) for k, v in r.items()} for r in rows.to_dict("records")]
 
 
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    return {p: md.version(p) for p in ("rfdetr", "torch", "torchvision", "anodect")}
-
-
 @dataclass
 class Detection:
     """Boxes of one crop, crop pixel coordinates (x1, y1, x2, y2)."""
@@ -233,7 +218,7 @@ class Detector:
             raise CheckpointError(f"{self.path}: RF-DETR checkpoint not found")
         meta_path = self.path.with_name(METADATA)
         self.metadata = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        if self.metadata.get("checkpoint_sha256") and self.metadata["checkpoint_sha256"] != sha256(self.path):
+        if self.metadata.get("checkpoint_sha256") and self.metadata["checkpoint_sha256"] != file_sha256(self.path):
             raise CheckpointError(f"{self.path}: differs from the checkpoint {meta_path} describes")
         try:
             self.model = rfdetr.from_checkpoint(str(self.path), device=str(device),
@@ -246,7 +231,7 @@ class Detector:
         self.batch_size = max(1, int(batch_size))
         # Models trained here saw crops with their context; anything else saw bare ROIs.
         self.context = int(self.metadata.get("context", 0))
-        self.model_id = self.metadata.get("checkpoint_sha256", "")[:16] or sha256(self.path)[:16]
+        self.model_id = self.metadata.get("checkpoint_sha256", "")[:16] or file_sha256(self.path, 16)
 
     def predict(self, crops: np.ndarray, floor: float) -> list[Detection]:
         """Boxes above ``floor`` for each crop of ``crops`` [N, H, W] uint8, in crop pixels."""

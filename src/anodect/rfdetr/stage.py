@@ -26,7 +26,8 @@ def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], ann
     """The COCO training folders from annotated scans' crops and normal scans' crops.
 
     Args:
-        annotated: (sample-sheet record, crops path) of every annotated scan.
+        annotated: (sample-sheet record, crops path) of every annotated scan; the crops
+            file must belong to the record's scan.
         normal_crops: crops paths of normal scans (backgrounds and negatives).
         annotations_dir: folder of VIA or COCO JSON files.
         settings: dataset settings.
@@ -34,6 +35,9 @@ def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], ann
         out_dir: the dataset folder to write.
     """
     scans = [AnnotatedScan(rec, CropSet.load(p)) for rec, p in annotated]
+    for scan in scans:
+        if scan.crops.scan_id != scan.record["scan_id"]:
+            raise ValueError(f"{scan.record['scan_id']}: crops file holds scan {scan.crops.scan_id}")
     if not scans:
         raise ValueError("RF-DETR training needs annotated scans (training.annotated_dir)")
     files = annotation_files(annotations_dir)
