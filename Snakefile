@@ -15,6 +15,7 @@ include: "workflow/rules/crops.smk"
 include: "workflow/rules/patchcore.smk"
 include: "workflow/rules/rfdetr.smk"
 include: "workflow/rules/decisions.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

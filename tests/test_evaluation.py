@@ -3,12 +3,12 @@
 import pandas as pd
 import pytest
 
-from anodect.evaluation import (agreement, battery_metrics, crack_metrics, iou_3d, match_cracks, run_score,
-                                slice_metrics, threshold_for_full_recall, truth_from_demo)
+from anodect.evaluation import (agreement, battery_metrics, coco_box_ap, crack_metrics, iou_3d, load_truth,
+                                match_cracks, run_score, slice_metrics, threshold_for_full_recall, truth_from_tables)
 
 
 def cracks(*rows):
-    return pd.DataFrame(rows, columns=["battery_id", "roi", "first_slice", "last_slice", "x1", "y1", "x2", "y2"])
+    return pd.DataFrame(rows, columns=["scan_id", "roi", "first_slice", "last_slice", "x1", "y1", "x2", "y2"])
 
 
 TRUTH = cracks(("B1", "left", 210, 215, 100, 50, 120, 60), ("B2", "right", 220, 223, 700, 40, 730, 48))
@@ -56,8 +56,8 @@ def test_threshold_for_full_recall_follows_the_run_rule():
         rows.append(("B1", s, "left", v))
     for s, v in zip(range(205, 211), [9, 9, 9, 1, 9, 9]):  # no run of 4 above 1 -> 1
         rows.append(("B2", s, "left", v))
-    scores = pd.DataFrame(rows, columns=["battery_id", "slice_index", "roi", "score"])
-    assert run_score(scores[scores["battery_id"] == "B1"], 4) == 4
+    scores = pd.DataFrame(rows, columns=["scan_id", "slice_index", "roi", "score"])
+    assert run_score(scores[scores["scan_id"] == "B1"], 4) == 4
     assert threshold_for_full_recall(scores, pd.Series({"B1": True, "B2": False}), 4) == 4
     assert threshold_for_full_recall(scores, pd.Series({"B1": True, "B2": True}), 4) == 1
     assert threshold_for_full_recall(scores, pd.Series({"B1": False}), 4) is None
@@ -71,10 +71,50 @@ def test_agreement_counts_and_kappa():
     assert r["kappa"] == pytest.approx(0.0)
 
 
-def test_demo_truth_tables_read(tiny_demo):
-    root, _ = tiny_demo
-    truth = truth_from_demo(root / "truth", ["[T01] 検査セル", "[T02] 検査セル"])
-    assert set(truth.slices["battery_id"]) == {"[T01] 検査セル", "[T02] 検査セル"}
-    ng = truth.batteries()
-    assert ng.sum() == len(set(truth.cracks["battery_id"])) >= 1
-    assert set(truth.slices.loc[truth.slices["cracked"], "battery_id"]) == set(truth.cracks["battery_id"])
+def test_coco_box_ap_on_known_boxes():
+    images = pd.DataFrame({"scan_id": ["S"] * 3, "slice_index": [1, 2, 3]})
+    truth = pd.DataFrame([("S", 1, "left", 10, 10, 19, 13), ("S", 2, "left", 30, 5, 39, 8)],
+                         columns=["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2"])
+    perfect = truth.assign(score=0.9)
+    assert coco_box_ap(truth, perfect, images, inclusive=True)["ap"] == pytest.approx(1.0)
+    # The same boxes as continuous corners are one pixel short: still a match at IoU 0.5, not at 0.95.
+    short = coco_box_ap(truth, perfect, images, inclusive=False)
+    assert short["ap50"] == pytest.approx(1.0) and short["ap"] < 1.0
+    far = perfect.assign(x1=perfect["x1"] + 100, x2=perfect["x2"] + 100)
+    assert coco_box_ap(truth, far, images, inclusive=True)["ap50"] == 0.0
+    # A false box on a clean slice ranked above the true ones halves the precision at the first recall step.
+    noisy = pd.concat([perfect, pd.DataFrame([("S", 3, "left", 0, 0, 5, 5, 0.95)], columns=perfect.columns)])
+    assert coco_box_ap(truth, noisy, images, inclusive=True)["ap50"] < 1.0
+    assert coco_box_ap(truth.iloc[:0], perfect, images, inclusive=True)["ap"] is None
+
+
+def _inspected(tiny_training):
+    records = tiny_training["records"]["inspect"]
+    crops = dict(zip([r["scan_id"] for r in records], tiny_training["crops"]["inspect"]))
+    return records, crops
+
+
+def test_truth_tables_and_via_annotations_give_the_same_truth(tiny_training):
+    records, crops = _inspected(tiny_training)
+    root = tiny_training["root"]
+    tables = load_truth(str(root / "truth"), records, crops)
+    via = load_truth(str(root / "annotations" / "test"), records, crops)
+    assert tables.scan_ids() == via.scan_ids() == sorted(crops)
+    cracked = lambda t: set(map(tuple, t.slices.loc[t.slices["cracked"], ["scan_id", "slice_index"]].values))  # noqa: E731
+    assert cracked(tables) == cracked(via) and cracked(tables)
+    assert len(tables.cracks) == len(via.cracks) >= 1
+    assert tables.verdicts().equals(via.verdicts())
+    # The boxes agree to the rasterisation of the polygons (a pixel).
+    merged = tables.boxes.merge(via.boxes, on=["scan_id", "slice_index", "roi"], suffixes=("_t", "_v"))
+    assert len(merged) == len(tables.boxes)
+    for k in ("x1", "y1", "x2", "y2"):
+        assert (merged[f"{k}_t"] - merged[f"{k}_v"]).abs().max() <= 1
+
+
+def test_truth_tables_leave_out_unlisted_batteries(tiny_training):
+    records, crops = _inspected(tiny_training)
+    stranger = {**records[0], "scan_id": "zz_z-00000000", "battery_id": "[ZZ] unknown"}
+    truth = truth_from_tables(tiny_training["root"] / "truth", [*records, stranger],
+                              {r["scan_id"]: list(range(204, 212)) for r in records})
+    assert "zz_z-00000000" not in truth.scan_ids() and "[ZZ] unknown" in truth.notes[0]
+    assert load_truth(None, records, crops) is None

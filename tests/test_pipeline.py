@@ -59,20 +59,34 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         assert {p.parts[0] for p in images} <= {"anomaly", "normal"} and all(p.parts[2] == "[Z軸]" for p in images)
     batteries = pd.read_csv(results / "tables" / "batteries.csv")
     assert set(batteries.columns) >= {"battery_id", "patchcore_verdict", "rfdetr_verdict", "agree"}
+    metrics = json.loads((results / "report" / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"patchcore", "rfdetr"} and metrics["truth"]["scans"] == 2
+    truth_ng = int((pd.read_csv(results / "demo" / "truth" / "cells.csv").query("split == 'test'")["verdict"]
+                    == "NG").sum())
+    for m in ("patchcore", "rfdetr"):
+        battery = metrics["models"][m]["battery"]
+        assert battery["tp"] + battery["fn"] == truth_ng and battery["tn"] + battery["fp"] == 2 - truth_ng
+        assert metrics["models"][m]["slice"]["n_slices"] == 16
+    assert (results / "report" / "figures" / "roc.png").is_file()
+    assert len(list((results / "report" / "profiles").glob("*.png"))) == 2
+    html = (results / "report" / "comparison.html").read_text(encoding="utf-8")
+    assert "Metrics against the ground truth" in html and "<script" not in html
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
+    snakemake(tmp_path, "--report", str(tmp_path / "report.zip"))
+    assert (tmp_path / "report.zip").stat().st_size > 10_000
 
     # A threshold change reruns that model's decisions, drawings and summary only.
     config = tiny_config(tmp_path)
     config["patchcore_threshold"] = 1e9
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
-                                                       "all": 1}
+                                                       **REPORT_JOBS}
     snakemake(tmp_path)
     assert not list((results / "inference_patchcore" / "anomaly").rglob("*.png"))
     config["rf_detr_threshold"] = 0.01
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
-                                                       "all": 1}
+                                                       **REPORT_JOBS}
 
     # A user's own checkpoint: prediction runs with it, nothing is trained.
     mine = tmp_path / "my_model"
@@ -80,7 +94,10 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     config["rfdetr"]["model"] = str(mine / "checkpoint.pth")
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 2, "decide": 2, "render": 2, "publish": 1,
-                                                       "summarise": 1, "all": 1}
+                                                       "summarise": 1, **REPORT_JOBS}
+
+
+REPORT_JOBS = {"evaluate": 1, "plot_report": 1, "report": 1, "all": 1}
 
 
 def planned_jobs(dry_run: str) -> dict[str, int]:
@@ -114,6 +131,11 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     assert len(after) == len(before) + 2  # T02's crops and scores
     assert all(after[name] == mtime for name, mtime in before.items())
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
+    # Not the demo's scans and no truth given: the report compares nothing with a truth.
+    metrics = json.loads((results / "report" / "metrics.json").read_text())
+    assert metrics["truth"] is None and list(metrics["models"]) == ["patchcore"]
+    assert "slice" not in metrics["models"]["patchcore"] and metrics["models"]["patchcore"]["counts"]["slices"] == 16
+    assert "No ground truth was given" in (results / "report" / "comparison.html").read_text(encoding="utf-8")
 
 
 def test_bad_config_stops_before_any_job_with_one_message(tmp_path):

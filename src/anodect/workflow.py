@@ -130,6 +130,7 @@ def check_config(config: dict) -> dict:
                 problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
     problems += model_problems(config)
     problems += rfdetr_problems(config)
+    problems += truth_problems(config)
     roi_msgs = roi_problems(rois, None)
     for key, shape in image_shapes:
         roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
@@ -234,6 +235,65 @@ def annotation_inputs(folder: str) -> list[str]:
     """The JSON files of a user's annotations folder, so a changed file reruns the dataset."""
     root = Path(folder)
     return sorted(str(p) for p in root.rglob("*.json")) if root.is_dir() else []
+
+
+def evaluation_truth(config: dict) -> str | None:
+    """The ground truth the report scores the models against (``evaluation.truth``), None for none.
+
+    ``auto`` is the generator's truth tables when the inspected scans are the demo's,
+    otherwise none: a user's annotations are named explicitly.
+    """
+    spec = config["evaluation"]["truth"]
+    if spec in (None, "", "none"):
+        return None
+    if spec == "auto":
+        inspect = [s for s in sources(config) if s.role == "inspect"]
+        return f"{config['demo']['out_dir']}/truth" if inspect and inspect[0].generated else None
+    return spec
+
+
+def truth_generated(config: dict) -> bool:
+    """Whether the truth is written by the demo rule (and so appears during the run)."""
+    truth = evaluation_truth(config)
+    demo = config["demo"]
+    return bool(truth and demo.get("enabled") and inside(truth, demo["out_dir"]))
+
+
+def truth_inputs(config: dict) -> list[str]:
+    """The user's truth files (job inputs, so an edited annotation reruns the evaluation)."""
+    truth = evaluation_truth(config)
+    if truth is None or truth_generated(config):
+        return []
+    path = Path(truth)
+    if path.is_file():
+        return [str(path)]
+    if (path / "slices.csv").is_file():
+        return [str(path / f"{name}.csv") for name in ("slices", "boxes", "cracks")]
+    return annotation_inputs(truth)
+
+
+def truth_problems(config: dict) -> list[str]:
+    truth = evaluation_truth(config)
+    if truth is None or truth_generated(config):
+        return []
+    path = Path(truth)
+    if not path.exists():
+        return [f"evaluation.truth: {truth!r} not found (a truth folder, a VIA/COCO JSON file or folder, "
+                "'auto' or 'none')"]
+    if path.is_dir() and not truth_inputs(config):
+        return [f"evaluation.truth: {truth!r} holds neither slices.csv nor any .json annotation file"]
+    return []
+
+
+def model_metadata(config: dict, model: str) -> str | None:
+    """The metadata file of a ready (not trained here) model, when it has one; None otherwise."""
+    if model == "patchcore":
+        folder = patchcore_model_folder(config)
+        meta = Path(folder) / "model.json" if folder else None
+    else:
+        checkpoint = rfdetr_checkpoint(config)
+        meta = Path(checkpoint).with_name("model.json") if checkpoint else None
+    return str(meta) if meta is not None and meta.is_file() else None
 
 
 def rfdetr_enabled(config: dict) -> bool:

@@ -1,3 +1,5 @@
+import json
+
 import anodect.workflow as aw
 from anodect.config import SCHEMA_PATH, ConfigError
 from snakemake.exceptions import WorkflowError
@@ -92,6 +94,59 @@ def all_decision_files(name):
     return [f for model in aw.models(config) for f in decision_files(model, name)]
 
 
+def inspect_files(pattern):
+    return expand(pattern, scan=scan_ids("inspect"))
+
+
+def rfdetr_prediction_files(wildcards):
+    if aw.rfdetr_enabled(config):
+        return inspect_files(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv")
+    return []
+
+
+def truth_files(wildcards):
+    if aw.truth_generated(config):
+        return rules.generate_demo.output.truth
+    return aw.truth_inputs(config)
+
+
+def model_metadata_files(wildcards):
+    """Each model's metadata file: the trained one's, or the user's beside their model."""
+    files = {}
+    if aw.patchcore_model_folder(config) is None:
+        files["patchcore"] = rules.train_patchcore.output.meta
+    elif aw.model_metadata(config, "patchcore"):
+        files["patchcore"] = aw.model_metadata(config, "patchcore")
+    if aw.rfdetr_enabled(config):
+        if aw.rfdetr_checkpoint(config) is None:
+            files["rfdetr"] = rules.train_rfdetr.output.meta
+        elif aw.model_metadata(config, "rfdetr"):
+            files["rfdetr"] = aw.model_metadata(config, "rfdetr")
+    return {model: str(path) for model, path in files.items()}
+
+
+def benchmark_files(wildcards):
+    """The benchmark file of every job of the run, for the report's time per rule."""
+    bench = f"{RESULTS}/benchmarks"
+    inspect = scan_ids("inspect")
+    files = [f"{bench}/generate_demo.tsv"] if demo_manifest() else []
+    files += expand(f"{bench}/crop_rois/{{scan}}.tsv", scan=scan_ids())
+    if aw.patchcore_model_folder(config) is None:
+        files.append(f"{bench}/train_patchcore.tsv")
+    files += expand(f"{bench}/score_patchcore/{{scan}}.tsv", scan=inspect)
+    if aw.rfdetr_enabled(config):
+        if aw.rfdetr_checkpoint(config) is None:
+            files += [f"{bench}/rfdetr_dataset.tsv", f"{bench}/train_rfdetr.tsv"]
+        files += expand(f"{bench}/predict_rfdetr/{{scan}}.tsv", scan=inspect)
+    for tool in ("decide", "render"):
+        files += expand(
+            f"{bench}/{tool}/{{model}}/{{scan}}.tsv",
+            model=aw.models(config),
+            scan=inspect,
+        )
+    return files
+
+
 def all_targets(wildcards):
     ids = scan_ids()
     inspect = scan_ids("inspect")
@@ -104,5 +159,5 @@ def all_targets(wildcards):
     if aw.rfdetr_enabled(config):
         targets += expand(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv", scan=inspect)
     targets += [f"{RESULTS}/{aw.MODEL_FOLDERS[m]}" for m in aw.models(config)]
-    targets += [f"{RESULTS}/tables/batteries.csv"]
+    targets += [f"{RESULTS}/tables/batteries.csv", f"{RESULTS}/report/comparison.html"]
     return targets

@@ -10,6 +10,8 @@ rule crop_rois:
         qc=f"{RESULTS}/qc/{{scan}}.tsv",
     log:
         f"{RESULTS}/logs/crop_rois/{{scan}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/crop_rois/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     resources:

@@ -9,6 +9,8 @@ rule decide:
         slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
     log:
         f"{RESULTS}/logs/decide/{{model}}/{{scan}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/decide/{{model}}/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     resources:
@@ -30,6 +32,8 @@ rule render:
         directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
     log:
         f"{RESULTS}/logs/render/{{model}}/{{scan}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/render/{{model}}/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     resources:

@@ -8,6 +8,8 @@ if DEMO["enabled"]:
             truth=directory(f"{DEMO['out_dir']}/truth"),
         log:
             f"{RESULTS}/logs/generate_demo.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/generate_demo.tsv"
         conda:
             "../../envs/anodect.yaml"
         threads: 2

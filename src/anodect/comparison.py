@@ -1,0 +1,303 @@
+"""The evaluation stage: both models' decisions and evidence against the truth and each other.
+
+Reads what the pipeline wrote (the summary tables, PatchCore score files, RF-DETR
+prediction files), computes every metric of ``anodect.evaluation`` and writes them
+as JSON and a long CSV, with the slice table and the disagreements the report and
+its figures are drawn from. Without ground truth only the comparison of the two
+models is made.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import evaluation as ev
+from .decisions import DecisionSettings, patchcore_boxes, rfdetr_boxes
+from .io import read_table, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = {"patchcore": "PatchCore", "rfdetr": "RF-DETR"}
+
+
+@dataclass
+class ModelRun:
+    """One model's files and decision settings (``workflow.decision_params``)."""
+
+    name: str  # patchcore | rfdetr
+    outputs: dict[str, str]  # scan_id -> score file (PatchCore) or predictions CSV (RF-DETR)
+    params: dict
+
+    @property
+    def threshold(self) -> float:
+        return float(self.params["threshold"])
+
+
+@dataclass
+class Comparison:
+    metrics: dict
+    slices: pd.DataFrame  # one row per inspected slice: truth, each model's score and decisions
+    crop_scores: pd.DataFrame  # evaluation.CROP_SCORE_COLUMNS
+    disagreements: pd.DataFrame
+    truth: ev.Truth | None
+
+
+def files_by_scan(paths, scan_ids: list[str]) -> dict[str, str]:
+    """scan_id -> its file among per-scan outputs named ``<scan_id>.<ext>``; every scan must have one."""
+    found = {Path(p).stem: str(p) for p in paths}
+    missing = [s for s in scan_ids if s not in found]
+    if missing:
+        raise FileNotFoundError(f"no per-scan file for {', '.join(missing[:5])} among {len(found)} files")
+    return {s: found[s] for s in scan_ids}
+
+
+def crop_scores(run: ModelRun, crop_meta: dict[str, dict]) -> pd.DataFrame:
+    """Every crop's threshold-free score for one model, scans in sorted order."""
+    parts = []
+    for scan_id in sorted(run.outputs):
+        if run.name == "patchcore":
+            parts.append(ev.patchcore_crop_scores(run.outputs[scan_id]))
+        else:
+            meta = crop_meta[scan_id]
+            parts.append(ev.rfdetr_crop_scores(read_table(run.outputs[scan_id]), scan_id, meta["slice_indices"],
+                                               meta["roi_names"]))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ev.CROP_SCORE_COLUMNS)
+
+
+def all_boxes(run: ModelRun) -> pd.DataFrame:
+    """Every box the model draws before its threshold, ranked by its score (for box AP).
+
+    PatchCore: the regions of every crop at the configured map level, each scored
+    with its crop's score. RF-DETR: every box above the score floor after NMS.
+    """
+    parts = []
+    for scan_id in sorted(run.outputs):
+        if run.name == "patchcore":
+            level = run.params.get("map_threshold")
+            settings = DecisionSettings(-np.inf, map_threshold=run.threshold if level is None else level,
+                                        min_region_area=run.params.get("min_region_area", 4))
+            boxes, _ = patchcore_boxes(run.outputs[scan_id], settings)
+        else:
+            boxes = rfdetr_boxes(read_table(run.outputs[scan_id]),
+                                 DecisionSettings(-np.inf, nms_iou=run.params.get("nms_iou", 0.5)))
+        boxes.insert(0, "scan_id", scan_id)
+        parts.append(boxes)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2", "score"])
+
+
+def slice_table(scans: list[dict], decisions: pd.DataFrame, scores: pd.DataFrame, models: list[str],
+                truth: ev.Truth | None) -> pd.DataFrame:
+    """One row per inspected slice: truth, then each model's slice score, flag and verdict."""
+    battery = {s["scan_id"]: s["battery_id"] for s in scans}
+    per_slice = ev.slice_scores(scores)
+    table = None
+    for m in models:
+        d = decisions[decisions["model"] == m][["scan_id", "slice_index", "flagged", "anomaly"]].copy()
+        d = d.merge(per_slice[per_slice["model"] == m].drop(columns="model"), on=["scan_id", "slice_index"],
+                    how="left")
+        d = d.rename(columns={c: f"{m}_{c}" for c in ("flagged", "anomaly", "score")})
+        table = d if table is None else table.merge(d, on=["scan_id", "slice_index"], how="outer")
+    table = table.sort_values(["scan_id", "slice_index"]).reset_index(drop=True)
+    table.insert(1, "battery_id", table["scan_id"].map(battery))
+    if truth is not None:
+        table = table.merge(truth.slices.rename(columns={"cracked": "truth"}), on=["scan_id", "slice_index"],
+                            how="left")
+    for m in models:
+        for c in ("flagged", "anomaly"):
+            table[f"{m}_{c}"] = table[f"{m}_{c}"].fillna(False).astype(bool)
+    return table
+
+
+def _verdicts(batteries: pd.DataFrame, model: str) -> pd.Series:
+    return pd.Series((batteries[f"{model}_verdict"] == "NG").to_numpy(), index=batteries["scan_id"], dtype=bool)
+
+
+def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batteries: pd.DataFrame,
+                  scores: pd.DataFrame, truth: ev.Truth | None) -> dict:
+    """One model's metrics at every level; decision counts only when there is no truth."""
+    m = run.name
+    verdict = _verdicts(batteries, m)
+    mine = cracks[cracks["model"] == m].reset_index(drop=True)
+    out = {"threshold": run.threshold, "min_consecutive_slices": run.params["min_consecutive_slices"],
+           "counts": {"batteries_ng": int(verdict.sum()), "batteries": int(len(verdict)),
+                      "cracks": int(len(mine)), "slices_flagged": int(table[f"{m}_flagged"].sum()),
+                      "slices_anomaly": int(table[f"{m}_anomaly"].sum()), "slices": int(len(table))}}
+    if truth is None:
+        return out
+    rows = table[table["truth"].notna()]
+    labels = rows["truth"].astype(bool)
+    score = rows[f"{m}_score"].fillna(-np.inf if m == "patchcore" else 0.0)
+    true_ng = truth.verdicts()
+    evaluated = set(true_ng.index)
+    out["slice"] = ev.slice_metrics(labels, score, rows[f"{m}_flagged"])
+    out["slice_tracked"] = ev.slice_metrics(labels, score, rows[f"{m}_anomaly"])
+    out["crack"] = ev.crack_metrics(mine[mine["scan_id"].isin(evaluated)].reset_index(drop=True), truth.cracks,
+                                    len(evaluated))
+    out["battery"] = ev.battery_metrics(true_ng, verdict)
+    out["full_recall_threshold"] = ev.threshold_for_full_recall(
+        scores[scores["model"] == m], true_ng, int(run.params["min_consecutive_slices"]))
+    boxes = all_boxes(run)
+    images = rows[["scan_id", "slice_index"]]
+    out["boxes"] = ev.coco_box_ap(truth.boxes, boxes, images, inclusive=m == "patchcore")
+    return out
+
+
+def disagreements(table: pd.DataFrame, scores: pd.DataFrame, runs: list[ModelRun], truth: ev.Truth | None,
+                  gallery_max: int) -> pd.DataFrame:
+    """Slices where the two models' verdicts differ (one model: where it differs from the truth).
+
+    Each disagreement run (consecutive slices of one scan with the same pattern)
+    offers its middle slice to the gallery, up to ``gallery_max`` in scan order; the
+    ROI shown is the one with a true box, else the one with the strongest evidence
+    relative to each model's threshold.
+    """
+    models = [r.name for r in runs]
+    if len(models) == 2:
+        differ = table[f"{models[0]}_anomaly"] != table[f"{models[1]}_anomaly"]
+    elif truth is not None:
+        differ = table["truth"].notna() & (table[f"{models[0]}_anomaly"] != table["truth"].eq(True))
+    else:
+        differ = pd.Series(False, index=table.index)
+    rows = table[differ].copy()
+    columns = [*table.columns, "roi", "gallery"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    relative = []
+    for r in runs:
+        s = scores[scores["model"] == r.name].set_index(["scan_id", "slice_index", "roi"])["score"]
+        relative.append(s / max(abs(r.threshold), 1e-9))
+    evidence = pd.concat(relative, axis=1).max(axis=1)
+    by_slice = {key: group.droplevel([0, 1]) for key, group in evidence.groupby(level=[0, 1])}
+    true_roi = {}
+    if truth is not None:
+        for b in truth.boxes.itertuples():
+            true_roi.setdefault((b.scan_id, int(b.slice_index)), b.roi)
+    roi = []
+    for r in rows.itertuples():
+        key = (r.scan_id, int(r.slice_index))
+        if key in true_roi:
+            roi.append(true_roi[key])
+            continue
+        here = by_slice.get(key)
+        roi.append(str(here.idxmax()) if here is not None and len(here) else "")
+    rows["roi"] = roi
+    pattern = rows[[f"{m}_anomaly" for m in models]].astype(int).astype(str).agg("".join, axis=1)
+    position = table.groupby("scan_id").cumcount()[rows.index]
+    new_run = (rows["scan_id"] != rows["scan_id"].shift()) | (position.diff() != 1) | (pattern != pattern.shift())
+    run_id = new_run.cumsum()
+    chosen = set()
+    for _, group in rows.groupby(run_id, sort=True):
+        if len(chosen) >= gallery_max:
+            break
+        chosen.add(group.index[len(group) // 2])
+    rows["gallery"] = rows.index.isin(chosen)
+    return rows[columns].reset_index(drop=True)
+
+
+def compare(runs: list[ModelRun], scans: list[dict], tables: dict[str, str], crop_paths: dict[str, str],
+            truth_spec: str | None, gallery_max: int = 24) -> Comparison:
+    """Evaluate every model of the run and compare them.
+
+    Args:
+        runs: the run's models (one or two), in report order.
+        scans: sample-sheet records of the inspected scans.
+        tables: ``slices``, ``cracks``, ``batteries`` -> the summary tables.
+        crop_paths: scan_id -> crops file (slices the models saw, ROIs).
+        truth_spec: ground truth path (``evaluation.truth`` resolved), None for none.
+        gallery_max: most disagreements drawn in the report.
+    """
+    from .crops import CropSet
+
+    models = [r.name for r in runs]
+    crop_meta = {sid: CropSet.read_meta(p) for sid, p in sorted(crop_paths.items())}
+    truth = ev.load_truth(truth_spec, scans, crop_paths)
+    decisions = read_table(tables["slices"])
+    cracks = read_table(tables["cracks"])
+    batteries = read_table(tables["batteries"])
+    scores = pd.concat([crop_scores(r, crop_meta) for r in runs], ignore_index=True)
+    table = slice_table(scans, decisions, scores, models, truth)
+    metrics: dict = {"models": {}, "agreement": None, "truth": None,
+                     "counts": {"scans": len(scans), "slices": int(len(table)),
+                                "crops": int(len(scores) // max(len(models), 1))}}
+    if truth is not None:
+        metrics["truth"] = {"source": truth.source, "scans": len(truth.scan_ids()),
+                            "slices": int(len(truth.slices)), "cracked_slices": int(truth.slices["cracked"].sum()),
+                            "cracks": int(len(truth.cracks)), "batteries_ng": int(truth.verdicts().sum()),
+                            "notes": truth.notes}
+    for r in runs:
+        metrics["models"][r.name] = model_metrics(r, table, cracks, batteries, scores, truth)
+        log.info("%s: %s", r.name, {k: v for k, v in metrics["models"][r.name].items() if k != "boxes"})
+    if len(models) == 2:
+        a, b = models
+        metrics["agreement"] = {
+            "battery": ev.agreement(_verdicts(batteries, a), _verdicts(batteries, b)),
+            "slice": ev.agreement(table[f"{a}_anomaly"], table[f"{b}_anomaly"]),
+            "first": a, "second": b,
+        }
+    gallery_max = int(gallery_max)
+    return Comparison(metrics, table, scores, disagreements(table, scores, runs, truth, gallery_max), truth)
+
+
+def metric_rows(metrics: dict) -> pd.DataFrame:
+    """The metrics as a long table: model, level, metric, value."""
+    rows = []
+    for m, levels in metrics["models"].items():
+        for level, values in levels.items():
+            if isinstance(values, dict):
+                rows += [{"model": m, "level": level, "metric": k, "value": v} for k, v in values.items()]
+            else:
+                rows.append({"model": m, "level": "settings" if level != "full_recall_threshold" else "threshold",
+                             "metric": level, "value": values})
+    for level, values in (metrics.get("agreement") or {}).items():
+        if isinstance(values, dict):
+            rows += [{"model": "both", "level": f"agreement_{level}", "metric": k, "value": v}
+                     for k, v in values.items()]
+    return pd.DataFrame(rows, columns=["model", "level", "metric", "value"])
+
+
+def write_comparison(result: Comparison, outputs: dict[str, str]) -> None:
+    """Write metrics.json, metrics.csv, the slice table, crop scores, truth and disagreements."""
+    write_json(outputs["metrics_json"], result.metrics)
+    write_table(outputs["metrics_csv"], metric_rows(result.metrics))
+    write_table(outputs["slices"], result.slices)
+    write_table(outputs["crop_scores"], result.crop_scores)
+    write_table(outputs["disagreements"], result.disagreements)
+    truth = result.truth
+    write_table(outputs["truth_boxes"], truth.boxes if truth else pd.DataFrame(columns=ev.TRUTH_BOX_COLUMNS))
+    write_table(outputs["truth_cracks"], truth.cracks if truth else pd.DataFrame(columns=ev.TRUTH_CRACK_COLUMNS))
+
+
+def read_outputs(paths: dict[str, str]) -> dict:
+    """What ``write_comparison`` wrote, for the figures and the report."""
+    import json
+
+    out = {"metrics": json.loads(Path(paths["metrics_json"]).read_text(encoding="utf-8"))}
+    for name in ("slices", "crop_scores", "disagreements", "truth_boxes", "truth_cracks"):
+        out[name] = read_table(paths[name])
+    return out
+
+
+def run_comparison(scans: list[dict], settings: dict[str, dict], inputs: dict[str, list[str] | str],
+                   truth_spec: str | None, gallery_max: int, outputs: dict[str, str]) -> Comparison:
+    """The evaluate rule: compare the run's models and write the comparison files.
+
+    Args:
+        scans: sample-sheet records of the inspected scans.
+        settings: model -> its decision params (``workflow.decision_params``).
+        inputs: ``slices``, ``cracks``, ``batteries`` (tables), ``crops``, ``patchcore``, ``rfdetr`` (per-scan files).
+        truth_spec: ``workflow.evaluation_truth``.
+        gallery_max: ``evaluation.gallery_max``.
+        outputs: the paths ``write_comparison`` writes.
+    """
+    ids = [s["scan_id"] for s in scans]
+    runs = [ModelRun(m, files_by_scan(inputs[m], ids), params) for m, params in settings.items()]
+    result = compare(runs, scans, {k: inputs[k] for k in ("slices", "cracks", "batteries")},
+                     files_by_scan(inputs["crops"], ids), truth_spec, gallery_max)
+    write_comparison(result, outputs)
+    return result

@@ -1,0 +1,288 @@
+"""Figures of the comparison report: threshold sweeps, per-battery slice profiles, the disagreement gallery.
+
+Every figure is a PNG drawn with matplotlib's Agg backend (no display), at a
+fixed size and DPI so reruns give the same files. Colours follow the rendered
+images: PatchCore blue, RF-DETR orange, truth green.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
+
+from .comparison import MODEL_NAMES  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+COLOURS = {"patchcore": "#1f77b4", "rfdetr": "#ff7f0e", "truth": "#2ca02c"}
+DPI = 90
+# Fixed metadata keeps the PNG bytes identical from run to run.
+_PNG_META = {"Software": None}
+
+
+def png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata=_PNG_META)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _scores(table: pd.DataFrame, model: str) -> np.ndarray:
+    return table[f"{model}_score"].fillna(0.0).to_numpy(float)
+
+
+def roc_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
+    """ROC curves of the slice score, every model on one plot."""
+    rows = table[table["truth"].notna()]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for m in models:
+        fpr, tpr, _ = roc_curve(rows["truth"].astype(bool), _scores(rows, m))
+        auc = metrics["models"][m]["slice"]["auroc"]
+        ax.plot(fpr, tpr, color=COLOURS[m], label=f"{MODEL_NAMES[m]} (AUROC {auc:.3f})" if auc is not None else m)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="false positive rate (slices)", ylabel="true positive rate (slices)", title="ROC, slice level",
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right", fontsize=8)
+    return png(fig)
+
+
+def pr_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
+    """Precision-recall curves of the slice score, with each model's operating point."""
+    rows = table[table["truth"].notna()]
+    labels = rows["truth"].astype(bool)
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for m in models:
+        precision, recall, _ = precision_recall_curve(labels, _scores(rows, m))
+        s = metrics["models"][m]["slice"]
+        ax.plot(recall, precision, color=COLOURS[m], label=f"{MODEL_NAMES[m]} (AP {s['ap']:.3f})")
+        ax.plot([s["recall"]], [s["precision"]], "o", color=COLOURS[m], mec="black",
+                label=f"{MODEL_NAMES[m]} at threshold")
+    ax.axhline(labels.mean(), color="grey", lw=0.8, ls=":", label=f"chance ({labels.mean():.2f})")
+    ax.set(xlabel="recall (slices)", ylabel="precision (slices)", title="Precision-recall, slice level",
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left", fontsize=7)
+    return png(fig)
+
+
+def f1_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
+    """F1 of ``slice score > t`` against t, one panel per model (their scales differ)."""
+    rows = table[table["truth"].notna()]
+    labels = rows["truth"].astype(bool).to_numpy()
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        scores = _scores(rows, m)
+        grid = np.unique(np.concatenate([scores, [metrics["models"][m]["threshold"]]]))
+        f1 = []
+        for t in grid:
+            flagged = scores > t
+            tp = int((flagged & labels).sum())
+            denom = int(flagged.sum()) + int(labels.sum())
+            f1.append(2 * tp / denom if denom else 0.0)
+        ax.plot(grid, f1, color=COLOURS[m], lw=1.2)
+        t = metrics["models"][m]["threshold"]
+        ax.axvline(t, color="black", ls="--", lw=1, label=f"configured threshold {t:g}")
+        full = metrics["models"][m].get("full_recall_threshold")
+        if full is not None:
+            ax.axvline(full, color=COLOURS["truth"], ls=":", lw=1.2, label=f"100% battery recall below {full:.3g}")
+        ax.set(xlabel=f"{MODEL_NAMES[m]} threshold", ylabel="F1 (slices)", ylim=(0, 1.02),
+               title=f"{MODEL_NAMES[m]}: F1 against threshold")
+        if m == "patchcore" and grid.max() > 20 * max(np.median(grid), 1e-9):
+            ax.set_xscale("symlog")
+        ax.legend(fontsize=7, loc="best")
+    return png(fig)
+
+
+def score_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
+    """Slice scores against each other (two models) or their histogram (one), thresholds drawn."""
+    truth = table["truth"] if "truth" in table else pd.Series(np.nan, index=table.index)
+    known = truth.notna()
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    if len(models) == 2:
+        a, b = models
+        for label, mask, colour in (("true crack", known & truth.eq(True), COLOURS["truth"]),
+                                    ("no crack", known & ~truth.eq(True), "grey"),
+                                    ("no truth", ~known, "black")):
+            if mask.any():
+                ax.scatter(_scores(table[mask], a), _scores(table[mask], b), s=9, alpha=0.6, color=colour,
+                           label=label)
+        ax.axvline(metrics["models"][a]["threshold"], color=COLOURS[a], ls="--", lw=1)
+        ax.axhline(metrics["models"][b]["threshold"], color=COLOURS[b], ls="--", lw=1)
+        ax.set(xlabel=f"{MODEL_NAMES[a]} slice score", ylabel=f"{MODEL_NAMES[b]} top confidence",
+               title="Slice scores of the two models")
+        ax.legend(fontsize=7)
+    else:
+        m = models[0]
+        ax.hist(_scores(table, m), bins=40, color=COLOURS[m])
+        ax.axvline(metrics["models"][m]["threshold"], color="black", ls="--", lw=1)
+        ax.set(xlabel=f"{MODEL_NAMES[m]} slice score", ylabel="slices", title="Slice scores")
+    return png(fig)
+
+
+def summary_figures(table: pd.DataFrame, models: list[str], metrics: dict) -> dict[str, bytes]:
+    """The report's run-wide figures; curves only where there is ground truth with both classes."""
+    out = {"scores": score_figure(table, models, metrics)}
+    has_truth = "truth" in table and table["truth"].notna().any()
+    if has_truth and all(metrics["models"][m]["slice"]["auroc"] is not None for m in models):
+        out["roc"] = roc_figure(table, models, metrics)
+        out["pr"] = pr_figure(table, models, metrics)
+        out["f1_threshold"] = f1_figure(table, models, metrics)
+    return out
+
+
+def profile_figure(scan_id: str, rows: pd.DataFrame, models: list[str], metrics: dict,
+                   truth_cracks: pd.DataFrame, cracks: dict[str, pd.DataFrame]) -> bytes:
+    """One battery: each model's slice score against slice index, its threshold, true and found crack spans.
+
+    Args:
+        rows: this scan's rows of the report's slice table.
+        truth_cracks: this scan's true cracks.
+        cracks: model -> this scan's confirmed cracks (first_slice, last_slice).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
+    x = rows["slice_index"].to_numpy(int)
+    for _, c in truth_cracks.iterrows():
+        ax.axvspan(c["first_slice"] - 0.5, c["last_slice"] + 0.5, color=COLOURS["truth"], alpha=0.18, lw=0)
+    axes = {models[0]: ax}
+    if len(models) == 2:
+        axes[models[1]] = ax.twinx()
+    for m in models:
+        a = axes[m]
+        a.plot(x, _scores(rows, m), color=COLOURS[m], marker=".", ms=4, lw=1.2, label=MODEL_NAMES[m])
+        a.axhline(metrics["models"][m]["threshold"], color=COLOURS[m], ls="--", lw=0.9)
+        a.set_ylabel(f"{MODEL_NAMES[m]} {'score' if m == 'patchcore' else 'top confidence'}", color=COLOURS[m],
+                     fontsize=8)
+        a.tick_params(axis="y", labelcolor=COLOURS[m], labelsize=7)
+        if m == "rfdetr":
+            a.set_ylim(0, 1.02)
+    # Confirmed cracks as bars under the curves, one lane per model.
+    lo, hi = ax.get_ylim()
+    for lane, m in enumerate(models):
+        for _, c in cracks.get(m, pd.DataFrame()).iterrows():
+            y = lo + (0.03 + 0.05 * lane) * (hi - lo)
+            ax.plot([c["first_slice"] - 0.4, c["last_slice"] + 0.4], [y, y], color=COLOURS[m], lw=4,
+                    solid_capstyle="butt")
+    ax.set_xlabel("slice index", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    span = " (green: true cracks; bars: confirmed cracks)" if len(truth_cracks) else " (bars: confirmed cracks)"
+    ax.set_title(f"{scan_id}{span}", fontsize=8)
+    return png(fig)
+
+
+def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions: pd.DataFrame | None,
+                   truth_boxes: pd.DataFrame, metrics: dict) -> bytes:
+    """One disagreement: the crop with the truth, PatchCore's heat map, RF-DETR's boxes.
+
+    Args:
+        item: a row of the disagreements table (scan_id, slice_index, roi, scores, verdicts).
+        crops: the scan's ``CropSet``.
+        maps: the scan's PatchCore maps [slice, roi, h, w], or None without PatchCore.
+        predictions: the scan's RF-DETR predictions (full-slice pixels), or None.
+        truth_boxes: the scan's true boxes (full-slice pixels, inclusive).
+    """
+    pos = int(np.flatnonzero(crops.slice_indices == int(item["slice_index"]))[0])
+    r = [str(n) for n in crops.roi_names].index(str(item["roi"]))
+    crop = crops.crops[pos, r]
+    c = crops.context
+    x0, y0, x1, y1 = (int(v) for v in crops.roi_boxes[r])
+    ox, oy = x0 - c, y0 - c  # full-slice position of the crop's top-left pixel
+    panels = ["truth"] + [m for m, have in (("patchcore", maps is not None), ("rfdetr", predictions is not None))
+                          if have]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        ax.imshow(crop, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.add_patch(Rectangle((c - 0.5, c - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", ls=":", lw=0.8))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if panel == "truth":
+            here = truth_boxes[(truth_boxes["slice_index"] == int(item["slice_index"]))
+                               & (truth_boxes["roi"] == str(item["roi"]))]
+            for _, b in here.iterrows():
+                ax.add_patch(Rectangle((b["x1"] - ox - 0.5, b["y1"] - oy - 0.5), b["x2"] - b["x1"] + 1,
+                                       b["y2"] - b["y1"] + 1, fill=False, ec=COLOURS["truth"], lw=1.5))
+            has = item.get("truth")
+            label = "no truth" if pd.isna(has) else ("true crack" if bool(has) else "no crack")
+            ax.set_title(f"slice {int(item['slice_index'])}, {item['roi']}: {label}", fontsize=8)
+        elif panel == "patchcore":
+            heat = np.full(crop.shape, np.nan, np.float32)
+            heat[c:c + maps.shape[-2], c:c + maps.shape[-1]] = maps[pos, r]
+            t = metrics["models"]["patchcore"]["threshold"]
+            ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=max(t * 2, float(np.nanmax(heat))))
+            verdict = "crack" if item["patchcore_anomaly"] else "OK"
+            ax.set_title(f"PatchCore {item['patchcore_score']:.3g} (thr {t:g}): {verdict}", fontsize=8)
+        else:
+            t = metrics["models"]["rfdetr"]["threshold"]
+            here = predictions[(predictions["slice_index"] == int(item["slice_index"]))
+                               & (predictions["roi"] == str(item["roi"]))].sort_values("confidence", ascending=False)
+            for k, (_, b) in enumerate(here.iterrows()):
+                above = b["confidence"] > t
+                if not above and k >= 3:
+                    continue  # the three best boxes below the threshold show what the model nearly said
+                ax.add_patch(Rectangle((b["x1"] - ox, b["y1"] - oy), b["x2"] - b["x1"], b["y2"] - b["y1"],
+                                       fill=False, ec="red" if above else COLOURS["rfdetr"], lw=1.4 if above else 0.8,
+                                       ls="-" if above else "--"))
+                ax.text(b["x1"] - ox, b["y1"] - oy - 1, f"{b['confidence']:.2f}", color="white", fontsize=6,
+                        bbox={"facecolor": "red" if above else COLOURS["rfdetr"], "pad": 0.5, "lw": 0})
+            verdict = "crack" if item["rfdetr_anomaly"] else "OK"
+            ax.set_title(f"RF-DETR {item['rfdetr_score']:.2f} (thr {t:g}): {verdict}", fontsize=8)
+    # Scan ids only: battery names are often Japanese, which matplotlib's bundled font lacks.
+    fig.suptitle(str(item["scan_id"]), fontsize=8, y=1.0)
+    return png(fig)
+
+
+def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_paths: dict[str, str],
+                  outputs: dict[str, str], score_paths: dict[str, str] | None = None,
+                  prediction_paths: dict[str, str] | None = None, max_profiles: int = 60) -> dict:
+    """Write every figure of the report into the three output folders.
+
+    Profiles are drawn for up to ``max_profiles`` scans: NG by truth or by a model
+    first, then the rest in scan order.
+
+    Returns:
+        What was drawn and what was left out, for the report.
+    """
+    from .crops import CropSet
+    from .io import atomic_dir, load_arrays, read_table
+
+    table, metrics = report["slices"], report["metrics"]
+    with atomic_dir(outputs["figures"]) as folder:
+        for name, data in summary_figures(table, models, metrics).items():
+            (Path(folder) / f"{name}.png").write_bytes(data)
+
+    scans = list(dict.fromkeys(table["scan_id"]))
+    truth_cracks = report["truth_cracks"]
+    interesting = set(truth_cracks["scan_id"]) | set(cracks["scan_id"]) | set(report["disagreements"]["scan_id"])
+    ordered = [s for s in scans if s in interesting] + [s for s in scans if s not in interesting]
+    drawn = ordered[:max_profiles]
+    with atomic_dir(outputs["profiles"]) as folder:
+        for scan_id in sorted(drawn):
+            rows = table[table["scan_id"] == scan_id]
+            data = profile_figure(scan_id, rows, models, metrics,
+                                  truth_cracks[truth_cracks["scan_id"] == scan_id],
+                                  {m: cracks[(cracks["model"] == m) & (cracks["scan_id"] == scan_id)] for m in models})
+            (Path(folder) / f"{scan_id}.png").write_bytes(data)
+
+    items = report["disagreements"]
+    items = items[items["gallery"].astype(bool)] if len(items) else items
+    with atomic_dir(outputs["gallery"]) as folder:
+        for n, (scan_id, group) in enumerate(items.groupby("scan_id", sort=True)):
+            crops = CropSet.load(crop_paths[scan_id])
+            maps = load_arrays(score_paths[scan_id], ("maps",))["maps"] if score_paths else None
+            preds = read_table(prediction_paths[scan_id]) if prediction_paths else None
+            boxes = report["truth_boxes"][report["truth_boxes"]["scan_id"] == scan_id]
+            for _, item in group.iterrows():
+                roi = re.sub(r"[^\w-]", "_", str(item["roi"]))
+                name = f"{scan_id}_{int(item['slice_index']):05d}_{roi}.png"
+                (Path(folder) / name).write_bytes(gallery_figure(item, crops, maps, preds, boxes, metrics))
+    return {"profiles_drawn": len(drawn), "profiles_left_out": len(scans) - len(drawn),
+            "gallery": int(len(items))}

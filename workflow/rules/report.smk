@@ -1,0 +1,112 @@
+rule evaluate:
+    input:
+        slices=f"{RESULTS}/tables/slices.csv",
+        cracks=f"{RESULTS}/tables/cracks.csv",
+        batteries=f"{RESULTS}/tables/batteries.csv",
+        crops=lambda wildcards: inspect_files(f"{RESULTS}/crops/{{scan}}.npz"),
+        patchcore=lambda wildcards: inspect_files(
+            f"{RESULTS}/patchcore/scores/{{scan}}.npz"
+        ),
+        rfdetr=rfdetr_prediction_files,
+        truth=truth_files,
+    output:
+        metrics_json=f"{RESULTS}/report/metrics.json",
+        metrics_csv=f"{RESULTS}/report/metrics.csv",
+        slices=f"{RESULTS}/report/slices.csv",
+        crop_scores=f"{RESULTS}/report/crop_scores.csv",
+        disagreements=f"{RESULTS}/report/disagreements.csv",
+        truth_boxes=f"{RESULTS}/report/truth_boxes.csv",
+        truth_cracks=f"{RESULTS}/report/truth_cracks.csv",
+    log:
+        f"{RESULTS}/logs/evaluate.log",
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        settings={
+            model: aw.decision_params(config, model) for model in aw.models(config)
+        },
+        truth=aw.evaluation_truth(config),
+        gallery_max=config["evaluation"]["gallery_max"],
+    script:
+        "../scripts/evaluate.py"
+
+
+rule plot_report:
+    input:
+        **rules.evaluate.output,
+        cracks_table=f"{RESULTS}/tables/cracks.csv",
+        crops=lambda wildcards: inspect_files(f"{RESULTS}/crops/{{scan}}.npz"),
+        patchcore=lambda wildcards: inspect_files(
+            f"{RESULTS}/patchcore/scores/{{scan}}.npz"
+        ),
+        rfdetr=rfdetr_prediction_files,
+    output:
+        figures=report(
+            directory(f"{RESULTS}/report/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Comparison",
+            subcategory="Threshold sweeps",
+        ),
+        profiles=report(
+            directory(f"{RESULTS}/report/profiles"),
+            patterns=["{scan}.png"],
+            caption="../report/profiles.rst",
+            category="Comparison",
+            subcategory="Slice profiles",
+            labels={"scan": "{scan}"},
+        ),
+        gallery=report(
+            directory(f"{RESULTS}/report/gallery"),
+            patterns=["{name}.png"],
+            caption="../report/gallery.rst",
+            category="Comparison",
+            subcategory="Disagreements",
+            labels={"slice": "{name}"},
+        ),
+    log:
+        f"{RESULTS}/logs/plot_report.log",
+    conda:
+        "../../envs/anodect.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        scans=lambda wildcards: aw.scan_ids(sample_sheet(), "inspect"),
+        models=aw.models(config),
+        max_profiles=config["evaluation"]["max_profiles"],
+    script:
+        "../scripts/plot_report.py"
+
+
+rule report:
+    input:
+        **rules.evaluate.output,
+        figures=rules.plot_report.output.figures,
+        profiles=rules.plot_report.output.profiles,
+        gallery=rules.plot_report.output.gallery,
+        batteries=f"{RESULTS}/tables/batteries.csv",
+        scans=f"{RESULTS}/scans.tsv",
+        qc=f"{RESULTS}/qc.tsv",
+        benchmarks=benchmark_files,
+        models=lambda wildcards: list(model_metadata_files(wildcards).values()),
+    output:
+        report(
+            f"{RESULTS}/report/comparison.html",
+            caption="../report/comparison.rst",
+            category="Comparison",
+            subcategory="Report",
+        ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        "../../envs/anodect.yaml"
+    params:
+        models=aw.models(config),
+        model_files=model_metadata_files,
+        benchmark_root=f"{RESULTS}/benchmarks",
+        run_config=json.loads(json.dumps(config)),
+    script:
+        "../scripts/report.py"

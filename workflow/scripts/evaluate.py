@@ -1,0 +1,18 @@
+"""Rule evaluate: both models against the ground truth (when there is one) and against each other."""
+
+from anodect import logs
+from anodect.comparison import run_comparison
+
+logs.to_file(snakemake.log[0])
+run_comparison(
+    snakemake.params.scans,
+    snakemake.params.settings,
+    {
+        name: (list(files) if name in ("crops", "patchcore", "rfdetr") else files)
+        for name, files in snakemake.input.items()
+        if name != "truth"
+    },
+    snakemake.params.truth,
+    snakemake.params.gallery_max,
+    dict(snakemake.output.items()),
+)
