@@ -43,6 +43,7 @@ def test_crops_come_from_the_roi_pixels(tmp_path):
 def test_16bit_scan_is_windowed_once_for_all_slices(tmp_path):
     a = np.full((8, 16), 1000, np.uint16)
     b = np.full((8, 16), 3000, np.uint16)
+    a[0, 0], b[0, 0] = 1001, 2999  # one pixel off: a constant slice is no CT and is skipped
     crop_set, _ = extract_crops("s1", _slices(tmp_path, {1: a, 2: b}), ROIS, WINDOW)
     assert crop_set.window == (1000.0, 3000.0)
     assert crop_set.crops[0].max() == 0 and crop_set.crops[1].min() == 255
@@ -59,7 +60,7 @@ def test_bad_and_wrong_sized_slices_are_skipped_and_recorded(tmp_path):
 
 
 def test_expected_shape_from_the_sample_sheet_wins(tmp_path):
-    slices = _slices(tmp_path, {1: _coded(), 2: np.zeros((9, 16), np.uint8)})
+    slices = _slices(tmp_path, {1: _coded(), 2: np.arange(9 * 16, dtype=np.uint8).reshape(9, 16)})
     crop_set, _ = extract_crops("s1", slices, ROIS, WINDOW, expected_shape=(9, 16))
     assert list(crop_set.slice_indices) == [2]
 

@@ -115,7 +115,9 @@ def slice_table(scans: list[dict], decisions: pd.DataFrame, scores: pd.DataFrame
 
 
 def _verdicts(batteries: pd.DataFrame, model: str) -> pd.Series:
-    return pd.Series((batteries[f"{model}_verdict"] == "NG").to_numpy(), index=batteries["scan_id"], dtype=bool)
+    """scan_id -> NG, for the scans the model gave a verdict (``NO DATA`` scans are left out)."""
+    given = batteries[batteries[f"{model}_verdict"].isin(["OK", "NG"])]
+    return pd.Series((given[f"{model}_verdict"] == "NG").to_numpy(), index=given["scan_id"], dtype=bool)
 
 
 def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batteries: pd.DataFrame,
@@ -126,6 +128,7 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
     mine = cracks[cracks["model"] == m].reset_index(drop=True)
     out = {"threshold": run.threshold, "min_consecutive_slices": run.params["min_consecutive_slices"],
            "counts": {"batteries_ng": int(verdict.sum()), "batteries": int(len(verdict)),
+                      "batteries_no_data": int(len(batteries) - len(verdict)),
                       "cracks": int(len(mine)), "slices_flagged": int(table[f"{m}_flagged"].sum()),
                       "slices_anomaly": int(table[f"{m}_anomaly"].sum()), "slices": int(len(table))}}
     if truth is None:
@@ -235,8 +238,10 @@ def compare(runs: list[ModelRun], scans: list[dict], tables: dict[str, str], cro
         log.info("%s: %s", r.name, {k: v for k, v in metrics["models"][r.name].items() if k != "boxes"})
     if len(models) == 2:
         a, b = models
+        va, vb = _verdicts(batteries, a), _verdicts(batteries, b)
+        both = va.index.intersection(vb.index)
         metrics["agreement"] = {
-            "battery": ev.agreement(_verdicts(batteries, a), _verdicts(batteries, b)),
+            "battery": ev.agreement(va[both], vb[both]),
             "slice": ev.agreement(table[f"{a}_anomaly"], table[f"{b}_anomaly"]),
             "first": a, "second": b,
         }

@@ -25,7 +25,15 @@ QC_COLUMNS = ["scan_id", "slice_index", "path", "page", "status", "reason", "hei
 
 
 class NoUsableSlices(RuntimeError):
-    """Every slice of a scan was skipped; the message lists why."""
+    """Every slice of a scan was skipped; ``qc`` says why for each."""
+
+    def __init__(self, message: str, qc: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.qc = qc if qc is not None else pd.DataFrame(columns=QC_COLUMNS)
+
+
+class SkippedSlices(RuntimeError):
+    """Slices were skipped while ``strict`` asks for every slice to be usable."""
 
 
 @dataclass
@@ -110,6 +118,33 @@ def _roi_fits(rois: list[Roi], shape: tuple[int, int]) -> str | None:
     return None
 
 
+def _check_pixels(image: np.ndarray, rois: list[Roi]) -> tuple[np.ndarray, str, str]:
+    """A slice's pixels made usable, or why they cannot be.
+
+    Returns:
+        The image, a problem (the slice is skipped when not empty) and a note for
+        the QC table (the slice is kept).
+    """
+    note = ""
+    if image.dtype.kind == "f":
+        bad = ~np.isfinite(image)
+        if bad.all():
+            return image, "no finite pixel (NaN or infinite everywhere)", ""
+        if bad.any():
+            h, w = image.shape
+            inside = [r.name for r in rois if bad[max(r.y_min, 0):min(r.y_max, h), max(r.x_min, 0):min(r.x_max, w)].any()]
+            if inside:
+                return image, f"NaN or infinite pixels inside ROI {', '.join(inside)}", ""
+            # Float reconstructions often carry NaN outside the field of view: harmless
+            # away from the ROIs, but they would poison the window and the context.
+            image = np.where(bad, np.nanmin(np.where(bad, np.nan, image)), image)
+            note = f"{int(bad.sum())} NaN/infinite pixels outside the ROIs set to the slice minimum"
+    low, high = image.min(), image.max()
+    if low == high:
+        return image, f"constant image (every pixel {low.item()!r}): no CT content", ""
+    return image, "", note
+
+
 def extract_crops(
     scan_id: str,
     slices: pd.DataFrame,
@@ -161,14 +196,20 @@ def extract_crops(
     for index, path, image, rec in raw:
         if image.shape != tuple(shape):
             rec.update(status="skipped",
-                       reason=f"size {image.shape[1]}x{image.shape[0]} differs from the scan's "
+                       reason=f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the scan's "
                               f"{shape[1]}x{shape[0]} (width x height)")
             log.warning("%s: slice %d skipped: %s", scan_id, index, rec["reason"])
             continue
         problem = _roi_fits(rois, image.shape)
         if problem:
-            rec.update(status="skipped", reason=problem)
+            rec.update(status="skipped", reason=f"{path}: {problem}")
             continue
+        image, problem, note = _check_pixels(image, rois)
+        if problem:
+            rec.update(status="skipped", reason=f"{path}: {problem}")
+            log.warning("%s: slice %d skipped: %s", scan_id, index, rec["reason"])
+            continue
+        rec["reason"] = note
         cut = np.stack([cut_with_context(image, r, context) for r in rois])
         kept.append((index, path, cut))
         # A strided view of the whole slice sets the window; the slice itself is
@@ -177,8 +218,9 @@ def extract_crops(
 
     qc = pd.DataFrame(qc_rows, columns=QC_COLUMNS)
     if not kept:
-        reasons = "; ".join(f"{r['slice_index']}: {r['reason']}" for r in qc_rows) or "no slice listed"
-        raise NoUsableSlices(f"scan {scan_id}: no usable slice ({reasons})")
+        reasons = "; ".join(f"{r['slice_index']}: {r['reason']}" for r in qc_rows[:5]) or "no slice listed"
+        more = f" and {len(qc_rows) - 5} more" if len(qc_rows) > 5 else ""
+        raise NoUsableSlices(f"scan {scan_id}: no usable slice ({reasons}{more})", qc)
     window = choose_window(samples, window_settings)
     crops = np.stack([window.apply(cut) for _, _, cut in kept])
     crop_set = CropSet(
@@ -194,4 +236,40 @@ def extract_crops(
     return crop_set, qc
 
 
-__all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "Window", "extract_crops"]
+def empty_crop_set(scan_id: str, rois: list[Roi], context: int) -> CropSet:
+    """A scan with no usable slice: zero slices, so every later stage has a file to read."""
+    h, w = rois[0].y_max - rois[0].y_min + 2 * context, rois[0].x_max - rois[0].x_min + 2 * context
+    return CropSet(scan_id, np.zeros((0, len(rois), h, w), np.uint8), np.zeros(0, np.int64), np.zeros(0, str),
+                   np.array([r.name for r in rois], dtype=str), np.array([r.as_box() for r in rois], np.int64),
+                   (0.0, 0.0), context)
+
+
+def crop_scan(scan_id: str, slices: pd.DataFrame, rois: list[Roi], window_settings: dict,
+              expected_shape: tuple[int, int] | None, context: int, strict: bool) -> tuple[CropSet, pd.DataFrame]:
+    """The crop_rois rule: ``extract_crops`` with the run's policy for bad slices.
+
+    Not strict (the default): bad slices are skipped and listed in the QC table; a
+    scan with no usable slice gets an empty crop set, its battery the verdict
+    ``NO DATA``, and the rest of the run goes on. Strict: any skipped slice fails
+    the scan's job (and so the run, unless Snakemake runs with ``--keep-going``).
+
+    Raises:
+        NoUsableSlices, SkippedSlices: only when ``strict``.
+    """
+    try:
+        crop_set, qc = extract_crops(scan_id, slices, rois, window_settings, expected_shape, context)
+    except NoUsableSlices as exc:
+        if strict:
+            raise
+        log.error("%s; the battery gets the verdict NO DATA (set strict: true to stop instead)", exc)
+        return empty_crop_set(scan_id, rois, context), exc.qc
+    bad = qc[qc["status"] != "ok"]
+    if strict and len(bad):
+        first = bad.iloc[0]
+        raise SkippedSlices(f"scan {scan_id}: {len(bad)} slice(s) unusable and strict is set, e.g. slice "
+                            f"{first['slice_index']}: {first['reason']}")
+    return crop_set, qc
+
+
+__all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "SkippedSlices", "Window", "crop_scan", "empty_crop_set",
+           "extract_crops"]

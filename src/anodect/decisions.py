@@ -187,14 +187,25 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     return decision
 
 
-def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """One row per inspected scan: each model's verdict and number of confirmed cracks."""
+NO_DATA = "NO DATA"
+
+
+def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
+                  slices: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per inspected scan: each model's verdict and number of confirmed cracks.
+
+    A scan that none of a model's slice rows cover (no usable slice) is ``NO DATA``
+    for that model, never OK.
+    """
     rows = []
+    seen = None if slices is None else set(zip(slices["model"], slices["scan_id"]))
     for scan in scans:
         row = {k: scan[k] for k in ("scan_id", "battery_id", "axis")}
         for m in models:
             n = int(((cracks["model"] == m) & (cracks["scan_id"] == scan["scan_id"])).sum()) if len(cracks) else 0
             row[f"{m}_verdict"] = "NG" if n else "OK"
+            if seen is not None and (m, scan["scan_id"]) not in seen:
+                row[f"{m}_verdict"] = NO_DATA
             row[f"{m}_cracks"] = n
         if len(models) == 2:
             row["agree"] = row[f"{models[0]}_verdict"] == row[f"{models[1]}_verdict"]
@@ -216,4 +227,4 @@ def summarise(tables: dict[str, list[str]], scans: list[dict], models: list[str]
     joined = {name: pd.concat([read_table(p) for p in paths], ignore_index=True) for name, paths in tables.items()}
     for name, table in joined.items():
         write_table(outputs[name], table)
-    write_table(outputs["batteries"], battery_table(scans, joined["cracks"], models))
+    write_table(outputs["batteries"], battery_table(scans, joined["cracks"], models, joined["slices"]))

@@ -128,11 +128,16 @@ def _walk(root: Path):
 
 
 def discover_folders(
-    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None
+    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None,
+    skipped: list[dict] | None = None,
 ) -> list[Scan]:
-    """Scans laid out as one TIFF per slice in ``<battery>/<axis>/`` folders."""
+    """Scans laid out as one TIFF per slice in ``<battery>/<axis>/`` folders.
+
+    Folders with slice files but no usable slice are reported in ``skipped``.
+    """
     regex = settings.compiled_regex()
     scans = []
+    skipped = [] if skipped is None else skipped
     for folder, filenames in _walk(root):
         candidates = [f for f in filenames if settings.matches_file(f)]
         if not candidates:
@@ -147,12 +152,15 @@ def discover_folders(
             battery_dir, axis = folder, ""
         by_index: dict[int, SliceFile] = {}
         notes = []
+        unnumbered, out_of_range = [], []
         for name in candidates:
             m = regex.search(name)
             if not m:
+                unnumbered.append(name)
                 continue
             index = int(m.group(1))
             if not _in_range(index, index_range):
+                out_of_range.append(index)
                 continue
             if index in by_index:
                 notes.append(
@@ -161,7 +169,15 @@ def discover_folders(
                 )
                 continue
             by_index[index] = SliceFile(index, str(folder / name))
+        if unnumbered:
+            notes.append(f"{len(unnumbered)} file(s) without a slice number matching discovery.slice_regex "
+                         f"{settings.slice_regex!r}, e.g. {unnumbered[0]!r}; not read")
         if not by_index:
+            why = "; ".join(notes)
+            if out_of_range:
+                why = (f"{len(out_of_range)} slice(s) {min(out_of_range)}..{max(out_of_range)}, none in "
+                       f"filter_index_range {index_range[0]}..{index_range[1]}" + (f"; {why}" if why else ""))
+            skipped.append({"role": role, "source": str(folder), "scan_id": "", "note": f"no scan: {why}"})
             continue
         rel = _rel(folder, root)
         battery_id = battery_dir.name
@@ -182,10 +198,12 @@ def discover_folders(
 
 
 def discover_stacks(
-    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None
+    root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None,
+    skipped: list[dict] | None = None,
 ) -> list[Scan]:
     """Scans stored as one multi-page TIFF each; page p is slice ``stack_first_index + p``."""
     scans = []
+    skipped = [] if skipped is None else skipped
     for folder, filenames in _walk(root):
         for name in filenames:
             if not settings.matches_file(name):
@@ -195,6 +213,8 @@ def discover_stacks(
                 n_pages = count_pages(path)
             except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
                 log.warning("%s: not a readable TIFF stack (%s), skipped", path, exc)
+                skipped.append({"role": role, "source": str(path), "scan_id": "",
+                                "note": f"no scan: not a readable TIFF stack ({type(exc).__name__}: {exc})"})
                 continue
             slices = [
                 SliceFile(settings.stack_first_index + p, str(path), p)
@@ -202,6 +222,10 @@ def discover_stacks(
                 if _in_range(settings.stack_first_index + p, index_range)
             ]
             if not slices:
+                first = settings.stack_first_index
+                skipped.append({"role": role, "source": str(path), "scan_id": "",
+                                "note": f"no scan: pages {first}..{first + n_pages - 1}, none in "
+                                        f"filter_index_range {index_range[0]}..{index_range[1]}"})
                 continue
             rel = _rel(path, root)
             axis = folder.name if settings.axis_folder and settings.matches_axis(folder.name) else ""
@@ -227,6 +251,7 @@ def discover(
     settings: DiscoverySettings,
     index_range: tuple[int, int] | None,
     read_sizes: bool = True,
+    skipped: list[dict] | None = None,
 ) -> list[Scan]:
     """Find every scan under ``root``, in a fixed order, with its slices in range.
 
@@ -236,6 +261,8 @@ def discover(
         settings: the ``discovery`` config section.
         index_range: inclusive (min, max) slice-index filter, or None for all.
         read_sizes: read each scan's image size from its first slice's header.
+        skipped: when given, receives a record (role, source, scan_id, note) for every
+            folder or file with slice files that gave no scan, and why.
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
@@ -245,8 +272,10 @@ def discover(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder not found")
-    finder = discover_stacks if settings.layout == "stack" else discover_folders
-    scans = finder(root, role, settings, index_range)
+    if settings.layout == "stack":
+        scans = discover_stacks(root, role, settings, index_range, skipped)
+    else:
+        scans = discover_folders(root, role, settings, index_range, skipped)
     if read_sizes:
         for scan in scans:
             for sl in scan.slices:
@@ -258,7 +287,19 @@ def discover(
     for scan in scans:
         for note in scan.notes:
             log.warning("%s (%s): %s", scan.source, scan.scan_id, note)
+    for rec in skipped or []:
+        if rec["role"] == role and str(rec["source"]).startswith(str(root)):
+            log.warning("%s: %s", rec["source"], rec["note"])
     return scans
+
+
+NOTE_COLUMNS = ["role", "source", "scan_id", "note"]
+
+
+def notes_table(scans: list[Scan], skipped: list[dict]) -> pd.DataFrame:
+    """What discovery noticed: slices it left out of scans, and folders that gave no scan."""
+    rows = [{"role": s.role, "source": s.source, "scan_id": s.scan_id, "note": n} for s in scans for n in s.notes]
+    return pd.DataFrame(rows + list(skipped), columns=NOTE_COLUMNS)
 
 
 def check_unique_ids(scans: list[Scan]) -> None:

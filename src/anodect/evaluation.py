@@ -139,7 +139,8 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
                            "x1": x1, "y1": y1, "x2": x2, "y2": y2})
     notes = [f"{report.outside_rois} annotated polygon(s) lie outside every ROI"] if report.outside_rois else []
     notes += [f"{report.outside_range} polygon(s) on slices outside filter_index_range"] if report.outside_range else []
-    notes += report.unmatched[:20]
+    notes += [f"annotation file not read: {r}" for r in report.rejected]
+    notes += report.outside_image[:20] + report.unmatched[:20]
     return _truth(slice_rows, box_rows, crack_rows, ", ".join(report.files) or str(root), notes)
 
 

@@ -8,6 +8,7 @@ file name. The reader here also takes VIA-2 lists and size-suffixed keys.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,16 +100,18 @@ def read_via(path: str | Path) -> list[Polygon]:
         if not isinstance(regions, list):
             raise AnnotationError(f"{path}: regions of {key!r} are neither a list nor an object")
         for region in regions:
-            shape = (region or {}).get("shape_attributes", {}) if isinstance(region, dict) else {}
-            if shape.get("name") != "polygon":
+            shape = region.get("shape_attributes", {}) if isinstance(region, dict) else {}
+            if not isinstance(shape, dict) or shape.get("name") != "polygon":
                 continue
             xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
             if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys) or len(xs) < 3:
                 raise AnnotationError(f"{path}: polygon of {key!r} needs matching x/y lists of 3+ points")
             try:
                 fx, fy = tuple(float(v) for v in xs), tuple(float(v) for v in ys)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise AnnotationError(f"{path}: polygon of {key!r} has a non-numeric point") from exc
+            if not all(math.isfinite(v) for v in fx + fy):
+                raise AnnotationError(f"{path}: polygon of {key!r} has a NaN or infinite point")
             label = ""
             attrs = region.get("region_attributes")
             if isinstance(attrs, dict):

@@ -8,6 +8,7 @@ a later run (or Snakemake) would take for a finished one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -30,6 +31,20 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
+
+
+def output_error(path: Path, exc: OSError) -> OSError:
+    """An OSError that says what went wrong writing ``path`` in words a user can act on."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "no space left on the device (free some space and run again: finished outputs are kept)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "the folder is not writable (check output_inference_dir and its permissions)"
+    else:
+        why = exc.strerror or str(exc)
+    return OSError(exc.errno, f"cannot write {path}: {why}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
@@ -38,8 +53,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     extension (tifffile, PIL, numpy) behave as for the final name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -48,9 +66,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             # mkstemp makes the file private (0600); results are shared like any file the user makes.
             os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+            raise output_error(path, exc) from exc
         raise
 
 
@@ -62,16 +82,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     leaves the previous folder or nothing, never half of a new one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+            raise output_error(path, exc) from exc
         raise
 
 

@@ -163,10 +163,11 @@ def _battery_rows(batteries: pd.DataFrame, models: list[str], truth: pd.Series |
         for m, v in zip(models, verdicts):
             n = getattr(b, f"{m}_cracks")
             score = table.loc[table["scan_id"] == b.scan_id, f"{m}_score"].max()
-            cells += [f"{v} ({n})" if n else v, fmt(float(score))]
+            cells += [f"{v} ({n})" if n else v, fmt(None if pd.isna(score) else float(score))]
         rows.append(cells)
         wrong = true is not None and any(v != true for v in verdicts)
-        classes.append("miss" if wrong or len(set(verdicts)) > 1 else ("ng" if "NG" in verdicts else "ok"))
+        unsure = len(set(verdicts)) > 1 or any(v not in ("OK", "NG") for v in verdicts)
+        classes.append("miss" if wrong or unsure else ("ng" if "NG" in verdicts else "ok"))
     header = ["battery", "axis", "scan", "truth"]
     for m in models:
         header += [f"{MODEL_NAMES[m]} verdict (cracks)", f"{MODEL_NAMES[m]} top score"]
@@ -304,6 +305,11 @@ def _facts(facts: dict, models: list[str]) -> str:
                               ["scan", "slice", "status", "reason", "file"], left=5))
     else:
         out.append("<p>No slice was skipped.</p>")
+    notes = facts.get("notes")
+    if notes is not None and len(notes):
+        out.append(f"<p><b>Discovery notes</b> ({len(notes)}): files or folders left out of the scans, and why.</p>")
+        out.append(table_html(notes[["role", "source", "scan_id", "note"]].fillna("").head(200).values.tolist(),
+                              ["role", "folder or file", "scan", "note"], left=4))
     times = facts["rule_times"]
     if len(times):
         out.append("<h3>Time per rule (Snakemake benchmark files)</h3>")
@@ -322,12 +328,13 @@ def _facts(facts: dict, models: list[str]) -> str:
 
 def write_report(out_path: str | Path, comparison_files: dict[str, str], models: list[str], batteries: str,
                  folders: dict[str, str], scans: str, qc: str, benchmarks: list[str], benchmark_root: str,
-                 model_files: dict[str, str | None], config: dict) -> None:
+                 model_files: dict[str, str | None], config: dict, notes: str | None = None) -> None:
     """Gather the run's facts and write the report page atomically."""
     from .comparison import read_outputs
     from .io import package_versions, read_table, write_text
 
     facts = {"scans": read_table(scans), "qc": read_table(qc) if Path(qc).is_file() else pd.DataFrame(),
+             "notes": read_table(notes) if notes and Path(notes).is_file() else None,
              "rule_times": rule_times(benchmarks, benchmark_root), "model_files": model_files, "config": config,
              "versions": package_versions(*VERSIONED)}
     page = build_html(read_outputs(comparison_files), models, read_table(batteries), folders, facts)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
@@ -58,7 +59,8 @@ def sources(config: dict) -> list[Source]:
     ]
 
 
-def discover_sources(source_list: list[dict], discovery: dict, filter_index_range: dict | None) -> list[Scan]:
+def discover_sources(source_list: list[dict], discovery: dict, filter_index_range: dict | None,
+                     skipped: list[dict] | None = None) -> list[Scan]:
     """``discover_all`` from the discovery job's params (sources as ``vars(Source)``)."""
     roots = {s["role"]: s["path"] for s in source_list}
     config = {
@@ -67,15 +69,15 @@ def discover_sources(source_list: list[dict], discovery: dict, filter_index_rang
         "discovery": discovery,
         "filter_index_range": filter_index_range,
     }
-    return discover_all(config)
+    return discover_all(config, skipped=skipped)
 
 
-def discover_all(config: dict, read_sizes: bool = True) -> list[Scan]:
+def discover_all(config: dict, read_sizes: bool = True, skipped: list[dict] | None = None) -> list[Scan]:
     """Every scan of every source, in a fixed order; ids are unique across sources."""
     settings = DiscoverySettings.from_config(config["discovery"])
     scans = []
     for src in sources(config):
-        scans += discover(src.path, src.role, settings, index_range(config), read_sizes=read_sizes)
+        scans += discover(src.path, src.role, settings, index_range(config), read_sizes=read_sizes, skipped=skipped)
     check_unique_ids(scans)
     return scans
 
@@ -131,6 +133,8 @@ def check_config(config: dict) -> dict:
     problems += model_problems(config)
     problems += rfdetr_problems(config)
     problems += truth_problems(config)
+    problems += metadata_problems(config)
+    problems += output_problems(config)
     roi_msgs = roi_problems(rois, None)
     for key, shape in image_shapes:
         roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
@@ -339,6 +343,75 @@ def rfdetr_problems(config: dict) -> list[str]:
     return [f"{key}: RF-DETR checkpoint {path} not found{hint}"]
 
 
+def output_problems(config: dict) -> list[str]:
+    """``output_inference_dir`` must be writable: found now, not after an hour of scoring."""
+    import tempfile
+
+    target = Path(config["output_inference_dir"]).absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"output_inference_dir: {existing} is a file, not a folder"]
+    try:
+        # A real write, not os.access: root passes access checks on read-only mounts.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return [f"output_inference_dir: cannot write in {existing} ({exc.strerror or exc})"]
+    return []
+
+
+def metadata_problems(config: dict) -> list[str]:
+    """A ready model's metadata against the config: what differs, before any job runs.
+
+    A frozen model is used as it was trained; a config that says otherwise (another
+    backbone, input size, crop geometry) would mislead whoever reads the config, or
+    fail at the first scoring job, so the difference is stated now.
+    """
+    import json
+
+    problems = []
+    rois = config.get("roi_config") or []
+    context = config.get("crop_context", 0)
+    crop = ([rois[0]["y_max"] - rois[0]["y_min"] + 2 * context, rois[0]["x_max"] - rois[0]["x_min"] + 2 * context]
+            if rois else None)
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable model metadata ({exc})")
+            return {}
+
+    folder = patchcore_model_folder(config) if resolved_patchcore_model(config) != "original" else None
+    if folder and (Path(folder) / "model.json").is_file():
+        meta = read(Path(folder) / "model.json")
+        pc = config["patchcore"]
+        wanted = {"patchcore.backbone": (meta.get("backbone"), pc.get("backbone")),
+                  "patchcore.layers": (meta.get("layers"), list(pc.get("layers") or [])),
+                  "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
+                  "crop_context": (meta.get("context"), context),
+                  "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
+        for key, (have, want) in wanted.items():
+            if have is not None and want is not None and list(np.atleast_1d(have)) != list(np.atleast_1d(want)):
+                problems.append(f"{key}: the PatchCore model in {folder} was made with {have!r}, the config says "
+                                f"{want!r} (match the config to the model, or train a new one)")
+    checkpoint = rfdetr_checkpoint(config) if rfdetr_enabled(config) else None
+    meta_path = Path(checkpoint).with_name("model.json") if checkpoint else None
+    if meta_path is not None and meta_path.is_file():
+        meta = read(meta_path)
+        rf = config["rfdetr"]
+        wanted = {"rfdetr.size": (meta.get("size"), rf.get("size")),
+                  "rfdetr.resolution": ((meta.get("settings") or {}).get("resolution"), rf.get("resolution")),
+                  "crop_context": (meta.get("context"), context)}
+        for key, (have, want) in wanted.items():
+            if have is not None and want is not None and have != want:
+                problems.append(f"{key}: the RF-DETR checkpoint {checkpoint} was trained with {have!r}, the config "
+                                f"says {want!r} (match the config to the model, or train a new one)")
+    return problems
+
+
 def models(config: dict) -> list[str]:
     """The models of a run, in report order."""
     return ["patchcore"] + (["rfdetr"] if rfdetr_enabled(config) else [])
@@ -413,7 +486,7 @@ def scan_record(sheet: pd.DataFrame, scan_id: str) -> dict:
 
 def scan_records(sheet: pd.DataFrame, role: str) -> list[dict]:
     """Ids and original names of one role's scans, for a model's metadata."""
-    rows = sheet.loc[sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis"]]
+    rows = sheet.loc[sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis", "height", "width"]]
     return rows.to_dict("records")
 
 

@@ -130,6 +130,7 @@ def benchmark_files(wildcards):
     bench = f"{RESULTS}/benchmarks"
     inspect = scan_ids("inspect")
     files = [f"{bench}/generate_demo.tsv"] if demo_manifest() else []
+    files.append(f"{bench}/discover_scans.tsv")
     files += expand(f"{bench}/crop_rois/{{scan}}.tsv", scan=scan_ids())
     if aw.patchcore_model_folder(config) is None:
         files.append(f"{bench}/train_patchcore.tsv")

@@ -4,8 +4,11 @@ checkpoint discover_scans:
     output:
         scans=f"{RESULTS}/scans.tsv",
         slices=f"{RESULTS}/slices.tsv",
+        notes=f"{RESULTS}/discovery_notes.tsv",
     log:
         f"{RESULTS}/logs/discover_scans.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/discover_scans.tsv"
     conda:
         "../../envs/anodect.yaml"
     params:

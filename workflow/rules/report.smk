@@ -90,6 +90,7 @@ rule report:
         batteries=f"{RESULTS}/tables/batteries.csv",
         scans=f"{RESULTS}/scans.tsv",
         qc=f"{RESULTS}/qc.tsv",
+        notes=f"{RESULTS}/discovery_notes.tsv",
         benchmarks=benchmark_files,
         models=lambda wildcards: list(model_metadata_files(wildcards).values()),
     output:

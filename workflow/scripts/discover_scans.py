@@ -1,14 +1,23 @@
-"""Checkpoint discover_scans: the sample sheet and the slice list of every scan."""
+"""Checkpoint discover_scans: the sample sheet, the slice list of every scan, and what was left out."""
 
 import logging
 
 from anodect import logs
-from anodect.discovery import scans_table, slices_table
+from anodect.discovery import notes_table, scans_table, slices_table
 from anodect.io import write_table
 from anodect.workflow import discover_sources
 
 logs.to_file(snakemake.log[0])
-scans = discover_sources(snakemake.params.sources, snakemake.params.discovery, snakemake.params.filter_index_range)
+skipped = []
+scans = discover_sources(
+    snakemake.params.sources,
+    snakemake.params.discovery,
+    snakemake.params.filter_index_range,
+    skipped,
+)
 write_table(snakemake.output.slices, slices_table(scans))
 write_table(snakemake.output.scans, scans_table(scans))
-logging.getLogger("discover_scans").info("%d scans, %d slices", len(scans), sum(len(s.slices) for s in scans))
+write_table(snakemake.output.notes, notes_table(scans, skipped))
+logging.getLogger("discover_scans").info(
+    "%d scans, %d slices, %d notes", len(scans), sum(len(s.slices) for s in scans), len(skipped)
+)

@@ -17,4 +17,5 @@ write_report(
     snakemake.params.benchmark_root,
     snakemake.params.model_files,
     snakemake.params.run_config,
+    inputs.notes,
 )

@@ -13,4 +13,5 @@ make_dataset(
     DatasetSettings.from_config(snakemake.params.settings),
     snakemake.params.class_label,
     snakemake.output[0],
+    strict=snakemake.config["strict"],
 )

@@ -11,7 +11,7 @@ import numpy as np
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
 from .legacy import OriginalPatchCore, is_original_model
-from .model import PatchCore, PatchCoreSettings, save_scores
+from .model import PatchCore, PatchCoreSettings, ScoreResult, save_scores
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,13 @@ def score_scan(model, crops_path: str | Path, out_path: str | Path) -> dict:
     s, r, h, w = crop_set.crops.shape
     if isinstance(model, PatchCore):
         model.check_compatible((h, w), crop_set.context)
-    result = model.score(crop_set.crops.reshape(s * r, h, w), crop_set.context)
+    if s == 0:
+        # A scan with no usable slice (see crops.crop_scan): an empty score file keeps the run going.
+        c = crop_set.context
+        result = ScoreResult(np.zeros(0, np.float32), np.zeros((0, h - 2 * c, w - 2 * c), np.float32))
+        log.warning("%s: no usable slice, nothing to score", crop_set.scan_id)
+    else:
+        result = model.score(crop_set.crops.reshape(s * r, h, w), crop_set.context)
     model_id = model.metadata.get("model_id", model.metadata.get("weights_id", "original"))
     save_scores(out_path, result, crop_set, model_id)
     elapsed = time.perf_counter() - t0

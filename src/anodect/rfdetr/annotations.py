@@ -12,6 +12,7 @@ silently.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import re
 from dataclasses import dataclass, field
@@ -89,9 +90,12 @@ def read_annotation_file(path: str | Path) -> list[Polygon]:
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 rings = [[x, y, x + w, y, x + w, y + h, x, y + h]]
             for ring in rings:
-                polygons.append(Polygon(name, tuple(map(float, ring[0::2])), tuple(map(float, ring[1::2]))))
-    except (KeyError, TypeError, ValueError) as exc:
+                polygons.append(Polygon(str(name), tuple(map(float, ring[0::2])), tuple(map(float, ring[1::2]))))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise AnnotationError(f"{path}: COCO file with a malformed image or annotation ({exc!r})") from exc
+    for poly in polygons:
+        if len(poly.xs) < 3 or len(poly.xs) != len(poly.ys) or not all(math.isfinite(v) for v in poly.xs + poly.ys):
+            raise AnnotationError(f"{path}: polygon on {poly.file_name!r} needs 3+ finite points")
     return polygons
 
 
@@ -123,12 +127,15 @@ class MatchReport:
     outside_range: int = 0  # the slice exists in the name but was filtered out (filter_index_range)
     outside_rois: int = 0
     unmatched: list[str] = field(default_factory=list)
+    outside_image: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # files that could not be read, and why
     files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"matched": self.matched, "outside_index_range": self.outside_range,
                 "outside_rois": self.outside_rois, "unmatched": self.unmatched[:50],
-                "n_unmatched": len(self.unmatched), "files": self.files}
+                "n_unmatched": len(self.unmatched), "outside_image": self.outside_image[:50],
+                "rejected_files": self.rejected, "files": self.files}
 
 
 def _slice_number(name: str) -> int | None:
@@ -136,9 +143,17 @@ def _slice_number(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def place_annotations(files: list[Path], root: str | Path, scans: list[AnnotatedScan]
+def place_annotations(files: list[Path], root: str | Path, scans: list[AnnotatedScan], strict: bool = False
                       ) -> tuple[list[CropAnnotation], MatchReport]:
-    """Read annotation files and place each polygon on its scan, slice and ROI crop."""
+    """Read annotation files and place each polygon on its scan, slice and ROI crop.
+
+    A file that cannot be read is listed in the report's ``rejected`` and skipped, or
+    stops everything when ``strict``. A polygon outside its image (when the scan's
+    record has ``width`` and ``height``) is listed in ``outside_image`` and not used.
+
+    Raises:
+        AnnotationError: a file cannot be read and ``strict`` is set.
+    """
     root = Path(root)
     report = MatchReport()
     by_stem: dict[str, list[tuple[int, int]]] = {}
@@ -151,7 +166,15 @@ def place_annotations(files: list[Path], root: str | Path, scans: list[Annotated
         report.files.append(str(rel))
         folder = rel.parts[0] if len(rel.parts) > 1 else None
         own = [i for i, s in enumerate(scans) if folder and folder in s.folder_names()]
-        for poly in read_annotation_file(path):
+        try:
+            polygons = read_annotation_file(path)
+        except AnnotationError as exc:
+            if strict:
+                raise
+            report.rejected.append(str(exc))
+            log.error("annotation file skipped: %s", exc)
+            continue
+        for poly in polygons:
             stem = Path(poly.file_name).stem
             hits = by_stem.get(stem, [])
             if own:
@@ -174,6 +197,11 @@ def place_annotations(files: list[Path], root: str | Path, scans: list[Annotated
                                         + ("" if number is None else " (outside filter_index_range?)"))
                 continue
             s_i, pos = hits[0]
+            outside = _outside_image(poly, scans[s_i].record)
+            if outside:
+                report.outside_image.append(f"{rel}: polygon on {poly.file_name!r} {outside}")
+                log.warning("%s", report.outside_image[-1])
+                continue
             placed = _on_roi(poly, scans[s_i].crops, pos, str(rel))
             if placed is None:
                 report.outside_rois += 1
@@ -183,6 +211,17 @@ def place_annotations(files: list[Path], root: str | Path, scans: list[Annotated
     if report.unmatched:
         log.warning("%d annotation(s) matched no slice, e.g. %s", len(report.unmatched), report.unmatched[0])
     return out, report
+
+
+def _outside_image(poly: Polygon, record: dict) -> str:
+    """Why a polygon does not lie on its image ('' when it does, or when the size is unknown)."""
+    w, h = int(record.get("width") or 0), int(record.get("height") or 0)
+    x1, y1, x2, y2 = poly.box()
+    if w <= 0 or h <= 0:
+        return "" if x2 >= 0 and y2 >= 0 else f"lies at negative coordinates ({x1:g}, {y1:g})"
+    if x2 < 0 or y2 < 0 or x1 > w - 1 or y1 > h - 1:
+        return f"lies outside the {w}x{h} image (x {x1:g}..{x2:g}, y {y1:g}..{y2:g})"
+    return ""
 
 
 def _on_roi(poly: Polygon, crops: CropSet, pos: int, source: str) -> CropAnnotation | None:

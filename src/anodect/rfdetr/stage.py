@@ -22,7 +22,7 @@ PREDICTION_COLUMNS = ["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2", "
 
 
 def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], annotations_dir: str | Path,
-                 settings: DatasetSettings, class_label: str, out_dir: str | Path) -> dict:
+                 settings: DatasetSettings, class_label: str, out_dir: str | Path, strict: bool = False) -> dict:
     """The COCO training folders from annotated scans' crops and normal scans' crops.
 
     Args:
@@ -33,6 +33,7 @@ def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], ann
         settings: dataset settings.
         class_label: the single category's name.
         out_dir: the dataset folder to write.
+        strict: stop at an unreadable annotation file instead of skipping it.
     """
     scans = [AnnotatedScan(rec, CropSet.load(p)) for rec, p in annotated]
     for scan in scans:
@@ -41,10 +42,11 @@ def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], ann
     if not scans:
         raise ValueError("RF-DETR training needs annotated scans (training.annotated_dir)")
     files = annotation_files(annotations_dir)
-    placed, report = place_annotations(files, annotations_dir, scans)
-    log.info("annotations: %d files, %d polygons placed on crops, %d outside filter_index_range, "
-             "%d outside every ROI, %d unmatched", len(files), report.matched, report.outside_range,
-             report.outside_rois, len(report.unmatched))
+    placed, report = place_annotations(files, annotations_dir, scans, strict)
+    log.info("annotations: %d files (%d unreadable), %d polygons placed on crops, %d outside filter_index_range, "
+             "%d outside every ROI, %d outside the image, %d unmatched", len(files), len(report.rejected),
+             report.matched, report.outside_range, report.outside_rois, len(report.outside_image),
+             len(report.unmatched))
     if not placed:
         raise ValueError(f"no annotation under {annotations_dir} falls on a crop of the annotated scans "
                          f"({report.as_dict()})")
@@ -114,6 +116,10 @@ def predict_scan(detector: Detector, crops_path: str | Path, out_path: str | Pat
     t0 = time.perf_counter()
     crop_set = CropSet.load(crops_path)
     crops = crops_for(detector, crop_set)
+    if len(crops) == 0:
+        log.warning("%s: no usable slice, nothing to predict", crop_set.scan_id)
+        write_table(out_path, pd.DataFrame(columns=PREDICTION_COLUMNS))
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
     table = to_slice_boxes(detector.predict(crops, floor), crop_set, detector.context)
     table.insert(0, "scan_id", crop_set.scan_id)
     table["model_id"] = detector.model_id
