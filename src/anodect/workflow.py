@@ -412,6 +412,15 @@ def metadata_problems(config: dict) -> list[str]:
     return problems
 
 
+def gpu_resources(config: dict, model: str) -> dict:
+    """``gpu=1`` for a model's training and scoring jobs when its ``device`` asks for CUDA.
+
+    ``auto`` asks for none: on a cluster, a job that should get a GPU says so.
+    """
+    device = str(config["patchcore" if model == "patchcore" else "rfdetr"].get("device", "auto"))
+    return {"gpu": 1} if device.startswith("cuda") else {}
+
+
 def models(config: dict) -> list[str]:
     """The models of a run, in report order."""
     return ["patchcore"] + (["rfdetr"] if rfdetr_enabled(config) else [])
@@ -482,6 +491,24 @@ def scan_record(sheet: pd.DataFrame, scan_id: str) -> dict:
     if rows.empty:
         raise KeyError(f"scan {scan_id!r} is not in the sample sheet")
     return rows.iloc[0].to_dict()
+
+
+@functools.lru_cache(maxsize=4)
+def _records(path: str, mtime: float) -> dict[str, dict]:
+    return {r["scan_id"]: r for r in _read_sheet(path, mtime).to_dict("records")}
+
+
+def sheet_record(path: str | Path, scan_id: str) -> dict:
+    """``scan_record`` from the sample sheet file, indexed once per version of the file.
+
+    Planning thousands of scans asks for a record per job; a scan of the table each
+    time made that quadratic.
+    """
+    path = str(path)
+    records = _records(path, os.path.getmtime(path))
+    if scan_id not in records:
+        raise KeyError(f"scan {scan_id!r} is not in the sample sheet {path}")
+    return dict(records[scan_id])
 
 
 def scan_records(sheet: pd.DataFrame, role: str) -> list[dict]:

@@ -75,7 +75,7 @@ def rfdetr_model_files(wildcards):
 
 
 def scan_record(scan):
-    return aw.scan_record(sample_sheet(), scan)
+    return aw.sheet_record(checkpoints.discover_scans.get().output.scans, scan)
 
 
 def model_output(wildcards):

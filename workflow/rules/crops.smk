@@ -14,8 +14,10 @@ rule crop_rois:
         f"{RESULTS}/benchmarks/crop_rois/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=500,
+        runtime=10,
     params:
         rois=config["roi_config"],
         window=config["window"],
@@ -33,5 +35,9 @@ rule qc_table:
         f"{RESULTS}/logs/qc_table.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
     script:
         "../scripts/qc_table.py"

@@ -3,6 +3,9 @@ rule decide:
         model_output=model_output,
         crops=f"{RESULTS}/crops/{{scan}}.npz",
         slices=ancient(f"{RESULTS}/slices.tsv"),
+        # The scan's record (a param) comes from the sample sheet: declared, so a
+        # cluster job of this rule knows it depends on the discovery checkpoint.
+        sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
         detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
         cracks=f"{RESULTS}/decisions/{{model}}/{{scan}}/cracks.csv",
@@ -13,8 +16,10 @@ rule decide:
         f"{RESULTS}/benchmarks/decide/{{model}}/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=500,
+        runtime=10,
     params:
         settings=lambda wildcards: aw.decision_params(config, wildcards.model),
         scan=lambda wildcards: scan_record(wildcards.scan),
@@ -36,8 +41,10 @@ rule render:
         f"{RESULTS}/benchmarks/render/{{model}}/{{scan}}.tsv"
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
-        mem_mb=1500,
+        mem_mb=1000,
+        runtime=10,
     params:
         class_label=config["class_label"],
         thickness=config["decisions"]["box_thickness"],
@@ -60,6 +67,10 @@ rule publish:
         f"{RESULTS}/logs/publish/{{tool}}.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
         export_csv=config["export_ai_csv_files"],
@@ -81,6 +92,10 @@ rule summarise:
         f"{RESULTS}/logs/summarise.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
         models=aw.models(config),

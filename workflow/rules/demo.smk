@@ -14,7 +14,8 @@ if DEMO["enabled"]:
             "../../envs/anodect.yaml"
         threads: 2
         resources:
-            mem_mb=2000,
+            mem_mb=1000,
+            runtime=10,
         params:
             demo=DEMO,
             rois=config["roi_config"],

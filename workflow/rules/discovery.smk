@@ -11,6 +11,10 @@ checkpoint discover_scans:
         f"{RESULTS}/benchmarks/discover_scans.tsv"
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         sources=[vars(src) for src in aw.sources(config)],
         discovery=config["discovery"],

@@ -12,7 +12,8 @@ rule train_patchcore:
         "../../envs/anodect.yaml"
     threads: config["patchcore"]["threads"]
     resources:
-        mem_mb=6000,
+        **aw.gpu_resources(config, "patchcore"),
+        mem_mb=4000,
         runtime=60,
     params:
         settings=aw.patchcore_params(config, "train"),
@@ -35,8 +36,9 @@ rule score_patchcore:
         "../../envs/anodect.yaml"
     threads: config["patchcore"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=30,
+        **aw.gpu_resources(config, "patchcore"),
+        mem_mb=2000,
+        runtime=20,
     params:
         settings=aw.patchcore_params(config, "score"),
         folder=aw.patchcore_model_folder(config) or f"{RESULTS}/patchcore/model",

@@ -21,8 +21,10 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
         settings={
@@ -71,8 +73,10 @@ rule plot_report:
         f"{RESULTS}/logs/plot_report.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
+        runtime=20,
     params:
         scans=lambda wildcards: aw.scan_ids(sample_sheet(), "inspect"),
         models=aw.models(config),
@@ -104,6 +108,10 @@ rule report:
         f"{RESULTS}/logs/report.log",
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         models=aw.models(config),
         model_files=model_metadata_files,

@@ -11,8 +11,9 @@ rule rfdetr_dataset:
         f"{RESULTS}/benchmarks/rfdetr_dataset.tsv"
     conda:
         "../../envs/anodect.yaml"
+    threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=2000,
         runtime=20,
     params:
         settings=aw.rfdetr_params(config, "dataset"),
@@ -37,8 +38,9 @@ rule train_rfdetr:
         "../../envs/anodect.yaml"
     threads: config["rfdetr"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        **aw.gpu_resources(config, "rfdetr"),
+        mem_mb=6000,
+        runtime=240,
     params:
         settings=aw.rfdetr_params(config, "train"),
         class_label=config["class_label"],
@@ -60,7 +62,8 @@ rule predict_rfdetr:
         "../../envs/anodect.yaml"
     threads: config["rfdetr"]["threads"]
     resources:
-        mem_mb=4000,
+        **aw.gpu_resources(config, "rfdetr"),
+        mem_mb=3000,
         runtime=30,
     params:
         settings=aw.rfdetr_params(config, "predict"),

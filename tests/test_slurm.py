@@ -1,0 +1,53 @@
+"""The demo pipeline through the SLURM profile on a real one-node SLURM (cluster/local-slurm.sh).
+
+Run by CI after the README's test command, as root, with the cluster started:
+``cluster/local-slurm.sh start && ANODECT_SLURM=1 .venv/bin/pytest tests/test_slurm.py``.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, tiny_config, write_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+COMPARED = ("tables/batteries.csv", "tables/cracks.csv", "tables/detections.csv", "report/metrics.csv")
+
+
+def run(workdir, *args, timeout=1800):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-8000:]}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not shutil.which("sbatch") or subprocess.run(["sinfo", "-h"], capture_output=True).returncode != 0:
+        if os.environ.get("ANODECT_SLURM"):
+            pytest.fail("ANODECT_SLURM is set but no SLURM answers (cluster/local-slurm.sh start)")
+        pytest.skip("no SLURM here (cluster/local-slurm.sh start, then ANODECT_SLURM=1)")
+
+
+def test_the_demo_through_the_slurm_profile_matches_the_local_run(cluster, tmp_path):
+    local, slurm = tmp_path / "local", tmp_path / "slurm"
+    for workdir in (local, slurm):
+        write_config(workdir / "config" / "config.yaml", tiny_config(workdir))
+    run(local, "--cores", "2")
+    out = run(slurm, "--profile", str(REPO / "profiles" / "slurm"), "--slurm-keep-successful-logs")
+    assert "Nothing to be done" in run(slurm, "-n", "--cores", "1")
+    # Jobs really went through SLURM: the plugin keeps each job's log under .snakemake/slurm_logs.
+    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert any("train_patchcore" in str(p) for p in logs) and any("group_scan" in str(p) or "scan" in str(p)
+                                                                    for p in logs), out[-3000:]
+    for rel in COMPARED:
+        a = pd.read_csv(local / "results" / rel)
+        b = pd.read_csv(slurm / "results" / rel)
+        pd.testing.assert_frame_equal(a, b, obj=rel)
