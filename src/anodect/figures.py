@@ -42,6 +42,12 @@ def _scores(table: pd.DataFrame, model: str) -> np.ndarray:
     return table[f"{model}_score"].fillna(0.0).to_numpy(float)
 
 
+def _unit_square(fig, ax, xlabel: str, ylabel: str, title: str, legend: str) -> bytes:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc=legend, fontsize=7)
+    return png(fig)
+
+
 def roc_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
     """ROC curves of the slice score, every model on one plot."""
     rows = table[table["truth"].notna()]
@@ -51,10 +57,8 @@ def roc_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
         auc = metrics["models"][m]["slice"]["auroc"]
         ax.plot(fpr, tpr, color=COLOURS[m], label=f"{MODEL_NAMES[m]} (AUROC {auc:.3f})" if auc is not None else m)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="false positive rate (slices)", ylabel="true positive rate (slices)", title="ROC, slice level",
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower right", fontsize=8)
-    return png(fig)
+    return _unit_square(fig, ax, "false positive rate (slices)", "true positive rate (slices)", "ROC, slice level",
+                        "lower right")
 
 
 def pr_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
@@ -69,10 +73,8 @@ def pr_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
         ax.plot([s["recall"]], [s["precision"]], "o", color=COLOURS[m], mec="black",
                 label=f"{MODEL_NAMES[m]} at threshold")
     ax.axhline(labels.mean(), color="grey", lw=0.8, ls=":", label=f"chance ({labels.mean():.2f})")
-    ax.set(xlabel="recall (slices)", ylabel="precision (slices)", title="Precision-recall, slice level",
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left", fontsize=7)
-    return png(fig)
+    return _unit_square(fig, ax, "recall (slices)", "precision (slices)", "Precision-recall, slice level",
+                        "lower left")
 
 
 def f1_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
