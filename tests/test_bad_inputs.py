@@ -13,7 +13,7 @@ from anodect.crops import NoUsableSlices, SkippedSlices, crop_scan, extract_crop
 from anodect.decisions import NO_DATA, battery_table
 from anodect.discovery import DiscoverySettings, discover, notes_table
 from anodect.groundtruth import AnnotationError
-from anodect.io import save_arrays, write_bytes
+from anodect.io import write_bytes
 from anodect.rfdetr.annotations import AnnotatedScan, place_annotations, read_annotation_file
 
 from conftest import tiny_config, write_slice
@@ -164,8 +164,7 @@ def test_model_metadata_that_disagrees_with_the_config_is_named(tmp_path):
     model.mkdir()
     (model / "model.json").write_text(json.dumps({"backbone": "efficientnet_lite0", "layers": ["blocks.2"],
                                                   "input_size": None, "context": 16, "crop_size": [160, 199]}))
-    save_arrays(model / "memory_bank.npy.npz", bank=np.zeros((1, 1)))
-    (model / "memory_bank.npy").write_bytes(b"")
+    np.save(model / "memory_bank.npy", np.zeros((1, 1), np.float32))
     config = tiny_config(tmp_path)
     config["patchcore"] = {"model": str(model), "backbone": "efficientnet_lite0", "layers": ["blocks.1"]}
     with pytest.raises(ConfigError) as err:

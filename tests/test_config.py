@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,23 @@ def test_each_job_depends_only_on_its_own_settings():
     assert rfdetr_params(changed, "train") == rfdetr_params(config, "train")
     assert rfdetr_params(changed, "dataset") == rfdetr_params(config, "dataset")
     assert rfdetr_params(changed, "predict") != rfdetr_params(config, "predict")
+
+
+def test_config_readme_explains_every_schema_key():
+    from anodect.config import SCHEMA_PATH
+
+    readme = (REPO / "config" / "README.md").read_text(encoding="utf-8")
+    schema = yaml.safe_load(Path(SCHEMA_PATH).read_text(encoding="utf-8"))
+
+    def leaves(node, prefix=""):
+        for key, sub in (node.get("properties") or {}).items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(sub, dict) and sub.get("properties"):
+                yield from leaves(sub, path)
+            else:
+                yield path
+
+    # A key is explained in its own row, or inside its parent's row (`rfdetr.early_stopping`: `{enabled, ...}`).
+    missing = [k for k in leaves(schema) if f"`{k}`" not in readme
+               and not (f"`{k.rsplit('.', 1)[0]}`" in readme and k.rsplit(".", 1)[-1] in readme)]
+    assert not missing, missing

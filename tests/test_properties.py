@@ -5,7 +5,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from anodect.discovery import DiscoverySettings, discover
@@ -27,6 +27,11 @@ axis = st.sampled_from(["[Z軸]", "Z軸", "[X軸]", "z軸"])
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(battery, axis, name), min_size=1, max_size=12))
+# Always tried, so the matching path is exercised whatever the draw: two slices of one
+# scan, a duplicate index in another extension, one out of range, one of the cathode.
+@example([("[B1] セル", "[Z軸]", "[B1] セル_負極_0205.tif"), ("[B1] セル", "[Z軸]", "[B1] セル_負極_0206.tiff"),
+          ("[B1] セル", "[Z軸]", "[B1] セル_負極_0205.TIF"), ("[B1] セル", "[Z軸]", "[B1] セル_負極_0999.tif"),
+          ("B2", "Z軸", "x_正極_0210.tif")])
 def test_discovery_finds_exactly_the_matching_slices_whatever_the_names(entries):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -52,6 +57,8 @@ def test_discovery_finds_exactly_the_matching_slices_whatever_the_names(entries)
             found[Path(scan.source)] = set(indices)
             assert scan.scan_id.isascii() and " " not in scan.scan_id
         assert found == expected
+        if entries[0] == ("[B1] セル", "[Z軸]", "[B1] セル_負極_0205.tif"):
+            assert [sorted(v) for v in found.values()] == [[205, 206]]  # the example really matches
         assert len({s.scan_id for s in scans}) == len(scans)
         # Discovery is a function of the files: the same answer twice.
         again = discover(root, "inspect", SETTINGS, RANGE, read_sizes=False)

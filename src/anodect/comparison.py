@@ -295,7 +295,8 @@ def run_comparison(scans: list[dict], settings: dict[str, dict], inputs: dict[st
     Args:
         scans: sample-sheet records of the inspected scans.
         settings: model -> its decision params (``workflow.decision_params``).
-        inputs: ``slices``, ``cracks``, ``batteries`` (tables), ``crops``, ``patchcore``, ``rfdetr`` (per-scan files).
+        inputs: ``slices``, ``cracks``, ``batteries`` (tables), ``crops``, ``patchcore``, ``rfdetr`` (per-scan
+            files); other names (the truth files, inputs only so edits rerun the job) are ignored.
         truth_spec: ``workflow.evaluation_truth``.
         gallery_max: ``evaluation.gallery_max``.
         outputs: the paths ``write_comparison`` writes.

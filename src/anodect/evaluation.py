@@ -114,10 +114,11 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
 
     annotated = [AnnotatedScan(s, CropSet.load(crop_paths[s["scan_id"]])) for s in scans]
     placed, report = place_annotations(files, root, annotated)
+    crops_of = {s.record["scan_id"]: s.crops for s in annotated}
     slice_rows, box_rows = [], []
     cracked: set[tuple[str, int]] = set()
     for a in placed:
-        crops = annotated[[s.record["scan_id"] for s in annotated].index(a.scan_id)].crops
+        crops = crops_of[a.scan_id]
         x0, y0 = int(crops.roi_boxes[a.roi][0]), int(crops.roi_boxes[a.roi][1])
         dx, dy = x0 - crops.context, y0 - crops.context
         bx1, by1, bx2, by2 = a.box

@@ -126,26 +126,33 @@ def model_metadata_files(wildcards):
 
 
 def benchmark_files(wildcards):
-    """The benchmark file of every job of the run, for the report's time per rule."""
-    bench = f"{RESULTS}/benchmarks"
+    """The benchmark file of every job of the run before the report, for its time per rule.
+
+    Paths come from the rules' own benchmark directives, so they are written once.
+    """
     inspect = scan_ids("inspect")
-    files = [f"{bench}/generate_demo.tsv"] if demo_manifest() else []
-    files.append(f"{bench}/discover_scans.tsv")
-    files += expand(f"{bench}/crop_rois/{{scan}}.tsv", scan=scan_ids())
+    models = aw.models(config)
+    files = [rules.generate_demo.benchmark] if demo_manifest() else []
+    files += [rules.discover_scans.benchmark, rules.qc_table.benchmark]
+    files += expand(rules.crop_rois.benchmark, scan=scan_ids())
     if aw.patchcore_model_folder(config) is None:
-        files.append(f"{bench}/train_patchcore.tsv")
-    files += expand(f"{bench}/score_patchcore/{{scan}}.tsv", scan=inspect)
+        files.append(rules.train_patchcore.benchmark)
+    files += expand(rules.score_patchcore.benchmark, scan=inspect)
     if aw.rfdetr_enabled(config):
         if aw.rfdetr_checkpoint(config) is None:
-            files += [f"{bench}/rfdetr_dataset.tsv", f"{bench}/train_rfdetr.tsv"]
-        files += expand(f"{bench}/predict_rfdetr/{{scan}}.tsv", scan=inspect)
-    for tool in ("decide", "render"):
-        files += expand(
-            f"{bench}/{tool}/{{model}}/{{scan}}.tsv",
-            model=aw.models(config),
-            scan=inspect,
-        )
-    return files
+            files += [rules.rfdetr_dataset.benchmark, rules.train_rfdetr.benchmark]
+        files += expand(rules.predict_rfdetr.benchmark, scan=inspect)
+    for step in (rules.decide, rules.render):
+        files += expand(step.benchmark, model=models, scan=inspect)
+    files += expand(
+        rules.publish.benchmark, tool=[t for t, m in TOOL_MODEL.items() if m in models]
+    )
+    files += [
+        rules.summarise.benchmark,
+        rules.evaluate.benchmark,
+        rules.plot_report.benchmark,
+    ]
+    return [str(f) for f in files]
 
 
 def all_targets(wildcards):

@@ -33,6 +33,8 @@ rule qc_table:
         f"{RESULTS}/qc.tsv",
     log:
         f"{RESULTS}/logs/qc_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/qc_table.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1

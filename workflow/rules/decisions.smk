@@ -65,6 +65,8 @@ rule publish:
         directory(f"{RESULTS}/inference_{{tool}}"),
     log:
         f"{RESULTS}/logs/publish/{{tool}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/publish/{{tool}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1
@@ -90,6 +92,8 @@ rule summarise:
         batteries=f"{RESULTS}/tables/batteries.csv",
     log:
         f"{RESULTS}/logs/summarise.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarise.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1

@@ -19,6 +19,8 @@ rule evaluate:
         truth_cracks=f"{RESULTS}/report/truth_cracks.csv",
     log:
         f"{RESULTS}/logs/evaluate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1
@@ -71,6 +73,8 @@ rule plot_report:
         ),
     log:
         f"{RESULTS}/logs/plot_report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plot_report.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1
@@ -106,6 +110,8 @@ rule report:
         ),
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1

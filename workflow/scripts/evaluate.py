@@ -7,11 +7,7 @@ logs.to_file(snakemake.log[0])
 run_comparison(
     snakemake.params.scans,
     snakemake.params.settings,
-    {
-        name: (list(files) if name in ("crops", "patchcore", "rfdetr") else files)
-        for name, files in snakemake.input.items()
-        if name != "truth"
-    },
+    dict(snakemake.input.items()),
     snakemake.params.truth,
     snakemake.params.gallery_max,
     dict(snakemake.output.items()),
