@@ -9,8 +9,10 @@ unpickling is refused unless the user sets ``rfdetr.trust_checkpoint``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..devices import resolve_device, set_threads
-from ..io import atomic_path, file_sha256, package_versions, write_json
+from ..io import atomic_path, file_sha256, output_error, package_versions, write_json
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ SIZES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium",
          "base": "RFDETRBase", "large": "RFDETRLarge"}
 CHECKPOINT = "checkpoint.pth"
 METADATA = "model.json"
+# Below this much free space a failed checkpoint write is taken for a full disk.
+_LOW_DISK = 512 * 2**20
 
 
 class CheckpointError(RuntimeError):
@@ -142,6 +146,13 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
         with atomic_path(out_dir / CHECKPOINT) as tmp:
             shutil.copyfile(best, tmp)
         history = _history(run_dir / "metrics.csv")
+    except (OSError, RuntimeError) as exc:
+        # A full disk surfaces from Lightning's temporary files, or from torch.save as "unexpected pos ..."
+        # naming no file at all; the user must read that the model folder's disk is full.
+        full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if full or shutil.disk_usage(out_dir).free < _LOW_DISK:
+            raise output_error(out_dir, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from exc
+        raise
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     meta = {
