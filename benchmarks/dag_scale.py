@@ -1,11 +1,13 @@
 """How long Snakemake takes to plan a run of thousands of scans (`snakemake -n`), no pixels needed.
 
 A work folder gets a config with ready (frozen) models, and a sample sheet and
-slice list of N fake scans whose slice files exist but are empty: the dry run
-plans every job (crops, PatchCore scoring, RF-DETR prediction, decisions and
-drawings per scan, then the summary and the report) without reading an image.
+slice list of N fake scans of 300 slices each (a real scan's order of magnitude;
+the slice files are not created: planning never opens them, the scan's
+fingerprint column stands for them): the dry run plans every job (crops,
+PatchCore scoring, RF-DETR prediction, decisions and drawings per scan, then the
+summary and the report) without reading an image.
 
-    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 4] [--keep DIR]
+    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--no-rfdetr] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -57,15 +59,14 @@ def make_workdir(root: Path, n_scans: int, n_slices: int, rfdetr: bool) -> None:
     for n in range(n_scans):
         scan_id = f"b{n:05d}_z-{n:08x}"
         folder = data / f"B{n:05d}" / "[Z軸]"
-        folder.mkdir(parents=True)
         for i in range(n_slices):
             path = folder / f"B{n:05d}_負極_{i:04d}.tif"
-            path.touch()
             slices.append({"scan_id": scan_id, "slice_index": i, "path": str(path), "page": -1})
         scans.append({"scan_id": scan_id, "role": "inspect", "battery_id": f"B{n:05d}",
                       "battery_path": f"B{n:05d}", "axis": "[Z軸]", "layout": "folders", "source": str(folder),
                       "n_slices": n_slices, "first_slice": 0, "last_slice": n_slices - 1,
-                      "slice_indices": f"0-{n_slices - 1}", "height": 64, "width": 64})
+                      "slice_indices": f"0-{n_slices - 1}", "height": 64, "width": 64,
+                      "fingerprint": f"{n:016x}"})
     pd.DataFrame(scans).to_csv(results / "scans.tsv", sep="\t", index=False)
     pd.DataFrame(slices).to_csv(results / "slices.tsv", sep="\t", index=False)
     (results / "benchmarks").mkdir()
@@ -93,7 +94,7 @@ def dry_run(root: Path) -> tuple[float, dict[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scans", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--slices", type=int, default=4, help="slice files per fake scan")
+    parser.add_argument("--slices", type=int, default=300, help="slices per fake scan")
     parser.add_argument("--no-rfdetr", action="store_true", help="PatchCore alone")
     parser.add_argument("--keep", type=Path, help="keep the work folders under this folder")
     args = parser.parse_args()

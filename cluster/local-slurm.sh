@@ -3,7 +3,7 @@
 #
 #   cluster/local-slurm.sh install   # apt packages (root)
 #   cluster/local-slurm.sh start     # munge, slurmctld, slurmd; waits until the node is idle
-#   cluster/local-slurm.sh stop      # stops the three daemons by PID
+#   cluster/local-slurm.sh stop      # stops the three daemons by PID, removes its slurm.conf
 #   cluster/local-slurm.sh status
 #
 # Everything listens on 127.0.0.1. The config must live at /etc/slurm/slurm.conf: the
@@ -12,6 +12,12 @@ set -euo pipefail
 
 RUN=/run/anodect-slurm
 CONF=/etc/slurm/slurm.conf
+# First line of the conf this script writes: only such a conf is overwritten or removed.
+MARK="# written by anodect cluster/local-slurm.sh"
+
+ours() {
+  [ "$(head -n1 "$CONF")" = "$MARK" ] || grep -qx "ClusterName=anodect" "$CONF"
+}
 
 install_packages() {
   if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -26,8 +32,13 @@ write_conf() {
   cpus=$(nproc)
   # A little under the machine's memory, so slurmd accepts the node.
   mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 90 / 100 ))
+  if [ -e "$CONF" ] && ! ours; then
+    echo "$CONF exists and is not ours: this machine has a SLURM of its own, use it (profiles/slurm)" >&2
+    return 1
+  fi
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm "$RUN"
   cat > "$CONF" <<CONF
+${MARK}
 ClusterName=anodect
 SlurmctldHost=${host}(127.0.0.1)
 SlurmUser=root
@@ -92,6 +103,11 @@ stop() {
     fi
     rm -f "$pidfile"
   done
+  # A conf left behind without its controller makes every SLURM client (and the Snakemake
+  # plugin's probe at each start of snakemake) wait about 9 s for an answer that never comes.
+  if [ -e "$CONF" ] && ours; then
+    rm -f "$CONF"
+  fi
 }
 
 case "${1:-}" in

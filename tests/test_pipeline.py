@@ -1,9 +1,11 @@
 """End to end: the Snakefile on a tiny generated set, as a user runs it."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -131,6 +133,15 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     assert len(after) == len(before) + 2  # T02's crops and scores
     assert all(after[name] == mtime for name, mtime in before.items())
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
+    # A rewritten slice file (not an input: its scan's fingerprint is a param) reruns its own scan alone.
+    listed = pd.read_csv(results / "slices.tsv", sep="\t")
+    slice_file = Path(listed.loc[listed["scan_id"].str.startswith("t01"), "path"].iloc[0])
+    st = slice_file.stat()
+    os.utime(slice_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    snakemake(tmp_path)
+    again = mtimes()
+    changed = sorted(name for name in after if again[name] != after[name])
+    assert len(changed) == 2 and all(Path(name).name.startswith("t01") for name in changed), changed
     # Not the demo's scans and no truth given: the report compares nothing with a truth.
     metrics = json.loads((results / "report" / "metrics.json").read_text())
     assert metrics["truth"] is None and list(metrics["models"]) == ["patchcore"]

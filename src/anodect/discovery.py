@@ -52,6 +52,15 @@ class Scan:
     width: int = 0
     notes: list[str] = field(default_factory=list)
 
+    def fingerprint(self) -> str:
+        """Hash of the scan's slice files: their paths, sizes and modification times.
+
+        The crop job takes it as a param instead of hundreds of slice files as inputs
+        (Snakemake's planning cost grows with every input file), and still reruns
+        when a slice file is replaced or rewritten.
+        """
+        return files_fingerprint(sorted({sl.path for sl in self.slices}))
+
 
 @dataclass(frozen=True)
 class DiscoverySettings:
@@ -329,11 +338,12 @@ def scans_table(scans: list[Scan]) -> pd.DataFrame:
             "slice_indices": compact_indices([sl.index for sl in s.slices]),
             "height": s.height,
             "width": s.width,
+            "fingerprint": s.fingerprint(),
         }
         for s in scans
     ]
     columns = ["scan_id", "role", "battery_id", "battery_path", "axis", "layout", "source",
-               "n_slices", "first_slice", "last_slice", "slice_indices", "height", "width"]
+               "n_slices", "first_slice", "last_slice", "slice_indices", "height", "width", "fingerprint"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -345,6 +355,18 @@ def slices_table(scans: list[Scan]) -> pd.DataFrame:
         for sl in s.slices
     ]
     return pd.DataFrame(rows, columns=["scan_id", "slice_index", "path", "page"])
+
+
+def files_fingerprint(paths: list[str]) -> str:
+    """16 hex digits from the paths, sizes and modification times of ``paths``; a missing file counts as such."""
+    digest = hashlib.sha1()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            digest.update(f"{path}\tmissing\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
 
 
 def compact_indices(indices: list[int]) -> str:

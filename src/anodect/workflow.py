@@ -445,10 +445,11 @@ def decision_params(config: dict, model: str) -> dict:
 
 
 def listing_fingerprint(config: dict) -> str:
-    """Hash of every discoverable slice path of the user's (non-generated) folders.
+    """Hash of every discoverable slice file of the user's (non-generated) folders.
 
-    Used as a param of the discovery job, so adding, removing or renaming a scan
-    reruns discovery while an unchanged input leaves the run untouched.
+    Used as a param of the discovery job, so adding, removing, renaming or rewriting
+    a slice file reruns discovery (and, through the scan's ``fingerprint``, the crops
+    of that scan alone) while an unchanged input leaves the run untouched.
     """
     settings = DiscoverySettings.from_config(config["discovery"])
     digest = hashlib.sha1()
@@ -457,8 +458,8 @@ def listing_fingerprint(config: dict) -> str:
             digest.update(f"{src.role}:generated\n".encode())
             continue
         for scan in discover(src.path, src.role, settings, index_range(config), read_sizes=False):
-            for sl in scan.slices:
-                digest.update(f"{src.role}\t{sl.path}\t{sl.page}\n".encode("utf-8"))
+            pages = ",".join(str(sl.page) for sl in scan.slices)
+            digest.update(f"{src.role}\t{scan.scan_id}\t{pages}\t{scan.fingerprint()}\n".encode("utf-8"))
     return digest.hexdigest()
 
 

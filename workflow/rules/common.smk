@@ -41,11 +41,6 @@ def scan_ids(role=None):
     return aw.scan_ids(sample_sheet(), role)
 
 
-def slice_files(wildcards):
-    slices = checkpoints.discover_scans.get().output.slices
-    return sorted(set(aw.scan_slices(slices, wildcards.scan)["path"]))
-
-
 def normal_crops(wildcards):
     return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_normal"))
 

@@ -1,10 +1,10 @@
 rule crop_rois:
     input:
         # ancient: adding a scan rewrites the slice list, which must not rerun
-        # the crops of every other scan; the slice files themselves are inputs.
+        # the crops of every other scan. The slice files are not inputs (hundreds
+        # per scan would dominate planning): their fingerprint is a param.
         slices=ancient(f"{RESULTS}/slices.tsv"),
         scans=ancient(f"{RESULTS}/scans.tsv"),
-        images=slice_files,
     output:
         crops=f"{RESULTS}/crops/{{scan}}.npz",
         qc=f"{RESULTS}/qc/{{scan}}.tsv",
@@ -19,6 +19,8 @@ rule crop_rois:
         mem_mb=500,
         runtime=10,
     params:
+        # Paths, sizes and times of the scan's slice files: a rewritten slice reruns this scan.
+        files=lambda wildcards: scan_record(wildcards.scan)["fingerprint"],
         rois=config["roi_config"],
         window=config["window"],
         context=config["crop_context"],

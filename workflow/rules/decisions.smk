@@ -31,8 +31,9 @@ rule render:
     input:
         detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
         slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
+        # The slices it draws on are read through the crops' slice list; a changed
+        # slice reruns the crops, and through them this job.
         crops=f"{RESULTS}/crops/{{scan}}.npz",
-        images=slice_files,
     output:
         directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
     log:
