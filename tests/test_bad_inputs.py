@@ -16,7 +16,7 @@ from anodect.groundtruth import AnnotationError
 from anodect.io import write_bytes
 from anodect.rfdetr.annotations import AnnotatedScan, place_annotations, read_annotation_file
 
-from conftest import tiny_config, write_slice
+from conftest import small_disk, tiny_config, write_slice
 
 ROIS = [Roi("left", 4, 4, 12, 10), Roi("right", 20, 4, 28, 10)]
 WINDOW = {"mode": "auto", "low_percentile": 0.5, "high_percentile": 99.5}
@@ -184,17 +184,7 @@ def test_an_unwritable_results_folder_is_refused_before_any_job(tmp_path):
 
 
 def test_a_full_disk_gives_a_clear_error_and_leaves_no_partial_file(tmp_path):
-    import os
-    import subprocess
-
-    small = tmp_path / "small"
-    small.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a 64 KiB tmpfs (CI runs as root)")
-    try:
+    with small_disk(tmp_path / "small", "64k") as small:
         with pytest.raises(OSError, match="cannot write .*big.bin: no space left on the device"):
             write_bytes(small / "big.bin", b"\0" * 200_000)
         assert list(small.iterdir()) == []  # neither the file nor its temporary
-    finally:
-        subprocess.run(["umount", str(small)], check=True)

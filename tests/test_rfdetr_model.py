@@ -14,6 +14,8 @@ from anodect.rfdetr.dataset import DatasetSettings
 from anodect.rfdetr.model import CheckpointError, Detection, Detector, TrainSettings, train
 from anodect.rfdetr.stage import PREDICTION_COLUMNS, load_detector, make_dataset, predict_scan, to_slice_boxes
 
+from conftest import small_disk
+
 
 def _crop_set(context=16):
     rois = np.array([[32, 112, 74, 144], [183, 112, 225, 144]])
@@ -124,19 +126,9 @@ def test_training_can_start_from_a_checkpoint(trained, tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_during_training_is_reported_as_such(trained, tmp_path):
     # torch.save says only "unexpected pos ..." when the disk fills; the user must read "no space".
-    import os
-    import subprocess
-
     out, _ = trained
-    small = tmp_path / "small"
-    small.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(small)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount an 8 MiB tmpfs (CI runs as root)")
-    try:
-        settings = TrainSettings(resolution=64, epochs=1, batch_size=4, num_queries=10, group_detr=2, device="cpu")
+    settings = TrainSettings(resolution=64, epochs=1, batch_size=4, num_queries=10, group_detr=2, device="cpu")
+    with small_disk(tmp_path / "small", "8m") as small:
         with pytest.raises(OSError, match=f"cannot write {small}/model: no space left on the device"):
             train(out / "dataset", settings, small / "model", threads=2, class_label="anode crack")
         assert list((small / "model").iterdir()) == []  # the run folder is removed, no partial checkpoint
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
