@@ -1,3 +1,4 @@
+import os
 import re
 
 import numpy as np
@@ -96,6 +97,26 @@ def test_tables_and_missing_root(tmp_path):
     assert list(slices_table(scans)["slice_index"]) == [1, 2, 3, 7]
     with pytest.raises(FileNotFoundError, match="nope"):
         discover(tmp_path / "nope", "inspect", SETTINGS, None)
+
+
+def test_fingerprint_follows_the_slice_files_in_range_and_nothing_else(tmp_path):
+    _scan(tmp_path, "B1", [1, 2, 3, 9])
+    _scan(tmp_path, "B2", [1, 2, 3])
+
+    def prints():
+        return {s.battery_id: s.fingerprint() for s in discover(tmp_path, "inspect", SETTINGS, (1, 3))}
+
+    first = prints()
+    assert prints() == first and first["B1"] != first["B2"] and re.fullmatch(r"[0-9a-f]{16}", first["B1"])
+    assert scans_table(discover(tmp_path, "inspect", SETTINGS, (1, 3)))["fingerprint"].tolist() == list(first.values())
+    out_of_range = tmp_path / "B1" / "[Z軸]" / "負極_0009.tif"
+    write_slice(out_of_range, IMG + 1)
+    assert prints() == first
+    rewritten = tmp_path / "B1" / "[Z軸]" / "負極_0002.tif"
+    st = rewritten.stat()
+    os.utime(rewritten, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    after = prints()
+    assert after["B1"] != first["B1"] and after["B2"] == first["B2"]
 
 
 def test_slugify_and_compact_indices():
