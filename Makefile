@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: install run test lint report clean lock
+.PHONY: install run real-ct benchmark-real-ct test lint report clean lock
 
 install: $(STAMP)
 
@@ -17,6 +17,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: install
 	$(BIN)/snakemake --cores $(CORES)
+
+# The pipeline on real CT with injected cracks (results/real_ct/), and the benchmark
+# that compares every candidate setting on real CT and on the demo.
+real-ct: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/real_ct.yaml
+
+benchmark-real-ct: install
+	$(BIN)/python benchmarks/real_ct.py
 
 test: install
 	$(BIN)/pytest

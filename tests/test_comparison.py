@@ -103,7 +103,7 @@ def test_without_truth_only_the_models_are_compared(run, tmp_path):
     result = compare(run["runs"], run["records"], run["tables"], run["crops"], None)
     assert result.metrics["truth"] is None and result.truth is None
     pc = result.metrics["models"]["patchcore"]
-    assert set(pc) == {"threshold", "min_consecutive_slices", "counts"}
+    assert set(pc) == {"threshold", "min_consecutive_slices", "counts", "evidence", "threshold_source"}
     assert pc["counts"]["batteries_ng"] == int(run["truth"].verdicts().sum())
     assert result.metrics["agreement"]["battery"]["kappa"] is not None
     assert "truth" not in result.slices

@@ -183,7 +183,7 @@ def test_each_job_depends_only_on_its_own_settings():
     from anodect.workflow import decision_params, rfdetr_params
 
     changed = copy.deepcopy(config)
-    changed["patchcore_threshold"] += 1
+    changed["patchcore_threshold"] = 3.5
     changed["rfdetr"]["threads"] += 1
     changed["rfdetr"]["score_floor"] = 0.2
     assert decision_params(changed, "rfdetr") == decision_params(config, "rfdetr")

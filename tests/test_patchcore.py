@@ -77,6 +77,52 @@ def fitted(half_demo):
     return PatchCore(PatchCoreSettings(coreset_fraction=0.05, batch_size=16)).fit(_flat(train), context=8)
 
 
+def test_heldout_threshold_flags_at_most_the_rate_of_each_cells_heldout_crops(half_demo):
+    """Oracle: each cell scored by brute force against the bank rows that did not come from it."""
+    from anodect.patchcore.model import inner_patches
+    from anodect.patchcore.search import NearestNeighbourIndex
+    from anodect.patchcore.volume import VolumeSettings, slab_crops
+
+    _, crops = half_demo
+    train = [c for (split, _), c in crops.items() if split == "train_normal"]
+    rate = 0.05
+    settings = PatchCoreSettings(coreset_fraction=0.05, batch_size=16, false_alarm_rate=rate,
+                                 volume=VolumeSettings(slab=3, window=3, min_slices=4))
+    model = PatchCore(settings).fit_scans([(c.crops, c.slice_indices) for c in train], context=8)
+    auto = model.metadata["auto_threshold"]
+    assert auto["n_cells"] == 3 and auto["false_alarm_rate"] == rate
+    # Which cell each bank row came from, found by exact match of features (not from the model's records).
+    features = []
+    for c in train:
+        s, r, h, w = c.crops.shape
+        f = model.embed(slab_crops(c.crops, c.slice_indices, 3).reshape(s * r, h, w))
+        rows, cols = inner_patches(f.shape[1:3], (h, w), 8)
+        features.append(f[:, rows, cols])
+    owner = np.full(len(model.bank), -1)
+    for g, f in enumerate(features):
+        flat = f.reshape(-1, f.shape[-1])
+        lookup = {row.tobytes(): True for row in flat}
+        owner[[i for i, b in enumerate(model.bank) if b.tobytes() in lookup]] = g
+    assert (owner >= 0).all() and len(set(owner)) == 3
+    heldout, insample = [], []
+    for g, f in enumerate(features):
+        d_out = ((f[..., None, :] - model.bank[owner != g]) ** 2).sum(-1).min(-1)
+        d_in = ((f[..., None, :] - model.bank) ** 2).sum(-1).min(-1)
+        heldout.append(d_out.reshape(len(f), -1).max(1))
+        insample.append(d_in.reshape(len(f), -1).max(1))
+    heldout, insample = np.concatenate(heldout), np.concatenate(insample)
+    # The model's own held-out scoring (per-fold index) gives the same scores.
+    model_heldout = [model.score(slab_crops(c.crops, c.slice_indices, 3).reshape(-1, *c.crops.shape[2:]), 8,
+                                 index=NearestNeighbourIndex(model.bank[owner != g])).scores
+                     for g, c in enumerate(train)]
+    np.testing.assert_allclose(np.sort(heldout), np.sort(np.concatenate(model_heldout)), rtol=1e-4)
+    assert (heldout > auto["slice"]).mean() <= rate
+    assert (heldout > auto["slice"]).sum() >= 1 or rate * len(heldout) < 1  # the rate, not far below it
+    # In-sample scores (every patch finds itself in the bank) are biased low: why they are not used.
+    assert insample.mean() < heldout.mean()
+    assert auto["volume"] is not None and auto["heldout_score_stats"]["volume"]["max"] >= auto["volume"]
+
+
 def test_maps_have_the_roi_shape_and_peak_on_the_crack(half_demo, fitted):
     out, crops = half_demo
     boxes = pd.read_csv(out / "truth" / "boxes.csv")
@@ -114,7 +160,7 @@ def test_save_load_round_trip_gives_identical_scores(half_demo, fitted, tmp_path
     fitted.save(tmp_path / "model")
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     for key in ("backbone", "weights_id", "layers", "feature_dim", "input_size", "normalisation",
-                "coreset_fraction", "training_scans", "train_score_stats", "bank_sha256", "context"):
+                "coreset_fraction", "training_scans", "timings_s", "bank_sha256", "context"):
         assert key in meta
     # Same batch size: convolutions may round differently for another batch shape.
     loaded = PatchCore.load(tmp_path / "model", batch_size=16)

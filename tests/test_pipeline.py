@@ -45,6 +45,10 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         with np.load(results / "patchcore" / "scores" / f"{scan_id}.npz", allow_pickle=False) as scores:
             assert scores["scores"].shape == (8, 2) and scores["maps"].shape == (8, 2, 32, 42)
             assert np.isfinite(scores["scores"]).all()
+            # the volume evidence beside the raw one
+            assert scores["volume_scores"].shape == (8, 2) and scores["volume_maps"].shape == (8, 2, 32, 42)
+            assert np.isfinite(scores["volume_scores"]).all()
+            assert json.loads(str(scores["volume_settings"]))["slab"] == 3
     for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
         boxes = pd.read_csv(results / "rfdetr" / "predictions" / f"{scan_id}.csv")
         assert (boxes["confidence"] >= 0.05).all() and set(boxes["scan_id"]) <= {scan_id}
@@ -53,6 +57,8 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert rf_model["dataset_counts"]["train"]["boxes"] > 0 and rf_model["context"] == 16
     model = json.loads((results / "patchcore" / "model" / "model.json").read_text())
     assert [s["battery_id"] for s in model["training_scans"]] == ["[N01] 正常セル", "[N02] 正常セル"]
+    auto = model["auto_threshold"]
+    assert auto["n_cells"] == 2 and auto["n_crops"] == 2 * 8 * 2 and auto["volume"] > 0 and auto["slice"] > 0
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
     assert len(qc) == 5 * 8 and (qc["status"] == "ok").all()
     for folder in ("inference_patchcore", "inference_rf_detr"):
@@ -73,6 +79,8 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert len(list((results / "report" / "profiles").glob("*.png"))) == 2
     html = (results / "report" / "comparison.html").read_text(encoding="utf-8")
     assert "Metrics against the ground truth" in html and "<script" not in html
+    assert "automatic thresholds at 1% false alarms per crop" in html and "volume evidence" in html
+    assert metrics["models"]["patchcore"]["threshold"] == pytest.approx(auto["volume"])
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
     snakemake(tmp_path, "--report", str(tmp_path / "report.zip"))
     assert (tmp_path / "report.zip").stat().st_size > 10_000
@@ -85,6 +93,11 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     assert not list((results / "inference_patchcore" / "anomaly").rglob("*.png"))
+    config["decisions"] = {"patchcore_evidence": "slice"}
+    write_config(tmp_path / "config" / "config.yaml", config)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+                                                       **REPORT_JOBS}
+    snakemake(tmp_path)
     config["rf_detr_threshold"] = 0.01
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,

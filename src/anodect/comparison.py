@@ -37,6 +37,10 @@ class ModelRun:
     def threshold(self) -> float:
         return float(self.params["threshold"])
 
+    @property
+    def evidence(self) -> str:
+        return self.params.get("evidence", "slice")
+
 
 @dataclass
 class Comparison:
@@ -61,7 +65,7 @@ def crop_scores(run: ModelRun, crop_meta: dict[str, dict]) -> pd.DataFrame:
     parts = []
     for scan_id in sorted(run.outputs):
         if run.name == "patchcore":
-            parts.append(ev.patchcore_crop_scores(run.outputs[scan_id]))
+            parts.append(ev.patchcore_crop_scores(run.outputs[scan_id], run.evidence))
         else:
             meta = crop_meta[scan_id]
             parts.append(ev.rfdetr_crop_scores(read_table(run.outputs[scan_id]), scan_id, meta["slice_indices"],
@@ -80,7 +84,7 @@ def all_boxes(run: ModelRun) -> pd.DataFrame:
         if run.name == "patchcore":
             level = run.params.get("map_threshold")
             settings = DecisionSettings(-np.inf, map_threshold=run.threshold if level is None else level,
-                                        min_region_area=run.params.get("min_region_area", 4))
+                                        min_region_area=run.params.get("min_region_area", 4), evidence=run.evidence)
             boxes, _ = patchcore_boxes(run.outputs[scan_id], settings)
         else:
             boxes = rfdetr_boxes(read_table(run.outputs[scan_id]),
@@ -127,6 +131,8 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
     verdict = _verdicts(batteries, m)
     mine = cracks[cracks["model"] == m].reset_index(drop=True)
     out = {"threshold": run.threshold, "min_consecutive_slices": run.params["min_consecutive_slices"],
+           **({"evidence": run.evidence, "threshold_source": run.params.get("threshold_source", "config")}
+              if m == "patchcore" else {}),
            "counts": {"batteries_ng": int(verdict.sum()), "batteries": int(len(verdict)),
                       "batteries_no_data": int(len(batteries) - len(verdict)),
                       "cracks": int(len(mine)), "slices_flagged": int(table[f"{m}_flagged"].sum()),
@@ -135,7 +141,9 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
         return out
     rows = table[table["truth"].notna()]
     labels = rows["truth"].astype(bool)
-    score = rows[f"{m}_score"].fillna(-np.inf if m == "patchcore" else 0.0)
+    score = rows[f"{m}_score"]
+    # A crop without a score (no box; no volume evidence) ranks below every scored one.
+    score = score.fillna(float(score.min()) - 1.0 if m == "patchcore" and score.notna().any() else 0.0)
     true_ng = truth.verdicts()
     evaluated = set(true_ng.index)
     out["slice"] = ev.slice_metrics(labels, score, rows[f"{m}_flagged"])
@@ -288,6 +296,15 @@ def read_outputs(paths: dict[str, str]) -> dict:
     return out
 
 
+def resolved_patchcore_params(params: dict, model_meta: str | None) -> dict:
+    """PatchCore's decision params with ``threshold: auto`` replaced by the model's own threshold."""
+    from .decisions import resolve_threshold
+
+    source = "automatic (held-out training cells)" if params["threshold"] == "auto" else "config"
+    threshold = resolve_threshold(params["threshold"], params.get("evidence", "slice"), model_meta or None)
+    return {**params, "threshold": threshold, "threshold_source": source}
+
+
 def run_comparison(scans: list[dict], settings: dict[str, dict], inputs: dict[str, list[str] | str],
                    truth_spec: str | None, gallery_max: int, outputs: dict[str, str]) -> Comparison:
     """The evaluate rule: compare the run's models and write the comparison files.
@@ -296,12 +313,15 @@ def run_comparison(scans: list[dict], settings: dict[str, dict], inputs: dict[st
         scans: sample-sheet records of the inspected scans.
         settings: model -> its decision params (``workflow.decision_params``).
         inputs: ``slices``, ``cracks``, ``batteries`` (tables), ``crops``, ``patchcore``, ``rfdetr`` (per-scan
-            files); other names (the truth files, inputs only so edits rerun the job) are ignored.
+            files), ``patchcore_meta`` (the model's model.json, for ``threshold: auto``); other names (the truth files, inputs only so edits rerun the job) are ignored.
         truth_spec: ``workflow.evaluation_truth``.
         gallery_max: ``evaluation.gallery_max``.
         outputs: the paths ``write_comparison`` writes.
     """
     ids = [s["scan_id"] for s in scans]
+    settings = dict(settings)
+    if "patchcore" in settings:
+        settings["patchcore"] = resolved_patchcore_params(settings["patchcore"], inputs.get("patchcore_meta"))
     runs = [ModelRun(m, files_by_scan(inputs[m], ids), params) for m, params in settings.items()]
     result = compare(runs, scans, {k: inputs[k] for k in ("slices", "cracks", "batteries")},
                      files_by_scan(inputs["crops"], ids), truth_spec, gallery_max)

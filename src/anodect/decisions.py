@@ -4,8 +4,11 @@ Every threshold lives here and in the rules that call this module, downstream of
 the models, so changing one reruns only these cheap steps. Both models go through
 the same steps after their own per-crop evidence:
 
-* PatchCore flags a crop whose image score exceeds ``patchcore_threshold`` and
-  draws one box per region of its map (``anodect.regions``);
+* PatchCore flags a crop whose score exceeds ``patchcore_threshold`` and draws
+  one box per region of its map (``anodect.regions``). The score and map are the
+  volume evidence (z-scores against the scan's own slices) or the raw ones, by
+  ``decisions.patchcore_evidence``; ``patchcore_threshold: auto`` takes the
+  threshold the model set from held-out training cells (its ``model.json``);
 * RF-DETR flags a crop with a box whose confidence exceeds ``rf_detr_threshold``
   (strict, as the original), after class-agnostic NMS.
 
@@ -16,6 +19,7 @@ battery is NG when it has a confirmed crack.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,8 @@ import pandas as pd
 from .io import load_arrays
 from .regions import regions_from_map
 from .tracking import Detection, TrackingSettings, anomalous_slices, confirm, link
+
+log = logging.getLogger(__name__)
 
 DETECTION_COLUMNS = ["model", "scan_id", "battery_id", "axis", "slice_index", "roi", "x1", "y1", "x2", "y2",
                      "score", "crop_score", "crack_id"]
@@ -43,6 +49,10 @@ class DecisionSettings:
     map_threshold: float | None = None  # PatchCore: map level outlining a region (default: threshold)
     min_region_area: int = 4
     nms_iou: float = 0.5  # RF-DETR
+    evidence: str = "slice"  # PatchCore: "volume" or "slice" (raw) scores and maps
+
+
+EVIDENCE_ARRAYS = {"slice": ("scores", "maps"), "volume": ("volume_scores", "volume_maps")}
 
 
 def patchcore_boxes(scores_path: str | Path, settings: DecisionSettings) -> tuple[pd.DataFrame, list[int]]:
@@ -52,20 +62,34 @@ def patchcore_boxes(scores_path: str | Path, settings: DecisionSettings) -> tupl
         The boxes (slice_index, roi, x1, y1, x2, y2, score, crop_score) and the slices scored.
     """
     a = load_arrays(scores_path)
+    score_key, _ = EVIDENCE_ARRAYS[settings.evidence]
+    if score_key not in a:
+        raise ValueError(f"{scores_path}: no {settings.evidence} evidence ({score_key}); rerun score_patchcore")
+    return boxes_from_arrays(a, settings), [int(i) for i in a["slice_indices"]]
+
+
+def boxes_from_arrays(a: dict, settings: DecisionSettings) -> pd.DataFrame:
+    """``patchcore_boxes`` on a score file's arrays (``save_scores``' names) held in memory.
+
+    A crop without volume evidence (a scan shorter than ``patchcore.volume.min_slices``)
+    has a NaN volume score and is never flagged on it.
+    """
+    score_key, map_key = EVIDENCE_ARRAYS[settings.evidence]
     rows = []
     for s, index in enumerate(a["slice_indices"]):
         for r, name in enumerate(a["roi_names"]):
-            crop_score = float(a["scores"][s, r])
+            crop_score = float(a[score_key][s, r])
+            if not np.isfinite(crop_score):
+                continue
             x0, y0 = int(a["roi_boxes"][r][0]), int(a["roi_boxes"][r][1])
-            for reg in regions_from_map(a["maps"][s, r], crop_score, settings.threshold, settings.map_threshold,
-                                        settings.min_region_area):
+            for reg in regions_from_map(np.asarray(a[map_key][s, r], np.float32), crop_score, settings.threshold,
+                                        settings.map_threshold, settings.min_region_area):
                 reg = reg.shifted(x0, y0)
                 # A box carries its crop's score: the number compared with the threshold (map
                 # values are blurred and lower).
                 rows.append({"slice_index": int(index), "roi": str(name), "x1": float(reg.x1), "y1": float(reg.y1),
                              "x2": float(reg.x2), "y2": float(reg.y2), "score": crop_score, "crop_score": crop_score})
-    boxes = pd.DataFrame(rows, columns=["slice_index", "roi", "x1", "y1", "x2", "y2", "score", "crop_score"])
-    return boxes, [int(i) for i in a["slice_indices"]]
+    return pd.DataFrame(rows, columns=["slice_index", "roi", "x1", "y1", "x2", "y2", "score", "crop_score"])
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -148,13 +172,47 @@ def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], pat
     return ScanDecision(detections, crack_table, pd.DataFrame(slice_rows, columns=SLICE_COLUMNS))
 
 
-def settings_from_params(params: dict) -> DecisionSettings:
-    """Decision settings from a rule's params (threshold, tracking, model options)."""
+def resolve_threshold(threshold, evidence: str, model_meta: str | Path | None) -> float:
+    """A number stays; ``auto`` is the threshold the PatchCore model set for ``evidence``.
+
+    Raises:
+        ValueError: ``auto`` without a model that set one (the original tool's
+            model, or one trained on a single cell), naming the file.
+    """
+    if threshold != "auto":
+        return float(threshold)
+    if not model_meta:
+        raise ValueError("patchcore_threshold: auto needs a PatchCore model trained by anodect (its model.json "
+                         "holds the threshold); this model has none: give patchcore_threshold a number")
+    import json
+
+    auto = json.loads(Path(model_meta).read_text(encoding="utf-8")).get("auto_threshold") or {}
+    value = auto.get(evidence)
+    if value is None:
+        raise ValueError(f"{model_meta}: no automatic {evidence} threshold "
+                         f"({auto.get('note', 'the model predates automatic thresholds; retrain it')}): "
+                         "give patchcore_threshold a number")
+    return float(value)
+
+
+def _has_volume_evidence(scores_path: str | Path) -> bool:
+    return bool(np.isfinite(load_arrays(scores_path, ("volume_scores",))["volume_scores"]).any())
+
+
+def settings_from_params(params: dict, model_meta: str | Path | None = None) -> DecisionSettings:
+    """Decision settings from a rule's params (threshold, tracking, model options).
+
+    Args:
+        params: the rule's ``settings`` param (``workflow.decision_params``).
+        model_meta: the PatchCore model's ``model.json``, for ``threshold: auto``.
+    """
     tracking = TrackingSettings(min_consecutive_slices=params["min_consecutive_slices"],
                                 max_gap=params["max_gap"], link_margin=params["link_margin"])
-    return DecisionSettings(threshold=params["threshold"], tracking=tracking,
-                            map_threshold=params.get("map_threshold"),
-                            min_region_area=params.get("min_region_area", 4), nms_iou=params.get("nms_iou", 0.5))
+    evidence = params.get("evidence", "slice")
+    return DecisionSettings(threshold=resolve_threshold(params["threshold"], evidence, model_meta),
+                            tracking=tracking, map_threshold=params.get("map_threshold"),
+                            min_region_area=params.get("min_region_area", 4), nms_iou=params.get("nms_iou", 0.5),
+                            evidence=evidence)
 
 
 def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: str | Path,
@@ -177,6 +235,12 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     observed = CropSet.read_meta(crops_path)["slice_indices"]
     if model == "patchcore":
         boxes, _ = patchcore_boxes(model_output, settings)
+        if settings.evidence == "volume" and len(observed) and not _has_volume_evidence(model_output):
+            # Too few slices to judge a slice against its scan: never OK, NO DATA with the reason logged.
+            log.warning("%s: %d slices, too few for volume evidence (patchcore.volume.min_slices): the scan "
+                        "cannot be judged on it and gets NO DATA; decisions.patchcore_evidence: slice judges "
+                        "it on its raw maps", scan["scan_id"], len(observed))
+            observed = []
     else:
         boxes = rfdetr_boxes(read_table(model_output), settings)
     decision = decide(model, scan, boxes, observed, paths, settings.tracking)

@@ -178,11 +178,18 @@ def load_truth(spec: str | None, scans: list[dict], crop_paths: dict[str, str]) 
 # ---- model evidence, thresholds not applied ------------------------------------------------
 
 
-def patchcore_crop_scores(scores_path: str | Path) -> pd.DataFrame:
-    """Every crop's image score from one scan's PatchCore score file."""
+def patchcore_crop_scores(scores_path: str | Path, evidence: str = "slice") -> pd.DataFrame:
+    """Every crop's score from one scan's PatchCore score file, on the evidence decisions use.
+
+    ``slice``: the raw image score; ``volume``: the volume score (NaN for a scan too
+    short to have one).
+    """
+    from .decisions import EVIDENCE_ARRAYS
     from .io import load_arrays
 
-    a = load_arrays(scores_path, ("scan_id", "scores", "slice_indices", "roi_names"))
+    key = EVIDENCE_ARRAYS[evidence][0]
+    a = load_arrays(scores_path, ("scan_id", key, "slice_indices", "roi_names"))
+    a["scores"] = a[key]
     s, r = a["scores"].shape
     return pd.DataFrame({"model": "patchcore", "scan_id": str(a["scan_id"]),
                          "slice_index": np.repeat(a["slice_indices"].astype(int), r),

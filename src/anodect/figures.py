@@ -242,6 +242,15 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
     return png(fig)
 
 
+def _patchcore_maps(path: str, metrics: dict) -> np.ndarray:
+    """The maps PatchCore's decisions used (volume or raw evidence)."""
+    from .decisions import EVIDENCE_ARRAYS
+    from .io import load_arrays
+
+    key = EVIDENCE_ARRAYS[metrics["models"].get("patchcore", {}).get("evidence", "slice")][1]
+    return load_arrays(path, (key,))[key].astype(np.float32)
+
+
 def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_paths: dict[str, str],
                   outputs: dict[str, str], score_paths: dict[str, str] | None = None,
                   prediction_paths: dict[str, str] | None = None, max_profiles: int = 60) -> dict:
@@ -279,7 +288,7 @@ def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_pa
     with atomic_dir(outputs["gallery"]) as folder:
         for n, (scan_id, group) in enumerate(items.groupby("scan_id", sort=True)):
             crops = CropSet.load(crop_paths[scan_id])
-            maps = load_arrays(score_paths[scan_id], ("maps",))["maps"] if score_paths else None
+            maps = _patchcore_maps(score_paths[scan_id], metrics) if score_paths else None
             preds = read_table(prediction_paths[scan_id]) if prediction_paths else None
             boxes = report["truth_boxes"][report["truth_boxes"]["scan_id"] == scan_id]
             for _, item in group.iterrows():

@@ -115,8 +115,7 @@ def model_facts(models: list[str], model_files: dict[str, str | None]) -> list[l
         meta = json.loads(Path(path).read_text(encoding="utf-8")) if path and Path(path).is_file() else {}
         if m == "patchcore":
             ident = meta.get("model_id") or "original tool's files"
-            made = f"{meta.get('backbone', '?')} {meta.get('layers', '')}, bank {meta.get('bank_size', '?')} " \
-                   f"from {len(meta.get('training_scans', []))} normal scans" if meta else "original PatchCore files"
+            made = patchcore_made(meta) if meta else "original PatchCore files (ResNet-50 ImageNet features)"
         else:
             sha = meta.get("checkpoint_sha256", "")
             ident = sha[:12] if sha else "checkpoint without model.json"
@@ -125,6 +124,30 @@ def model_facts(models: list[str], model_files: dict[str, str | None]) -> list[l
                     else "a checkpoint given in the config")
         rows.append([MODEL_NAMES[m], ident, made, str(path or "")])
     return rows
+
+
+def patchcore_made(meta: dict) -> str:
+    """How a PatchCore model was made: features, their weights, bank, volume evidence, automatic threshold."""
+    vol = meta.get("volume") or {}
+    auto = meta.get("auto_threshold") or {}
+    parts = [f"{meta.get('backbone', '?')} {', '.join(meta.get('layers', []))} (ImageNet weights "
+             f"{str(meta.get('weights_id', '?')).split(':')[0]}), bank {meta.get('bank_size', '?')} patches "
+             f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset) from "
+             f"{len(meta.get('training_scans', []))} normal scans"]
+    if vol:
+        parts.append(f"volume evidence: slab {vol.get('slab')}, window {vol.get('window')}, reference "
+                     f"{vol.get('reference_slices')} slices")
+    if auto.get("slice") is not None or auto.get("volume") is not None:
+        stats = auto.get("heldout_score_stats", {})
+        described = [f"{ev} {fmt(auto.get(ev))} (held-out p50 {fmt(stats.get(ev, {}).get('p50'))}, "
+                     f"p99 {fmt(stats.get(ev, {}).get('p99'))}, max {fmt(stats.get(ev, {}).get('max'))})"
+                     for ev in ("volume", "slice") if auto.get(ev) is not None]
+        parts.append(f"automatic thresholds at {100 * auto['false_alarm_rate']:g}% false alarms per crop over "
+                     f"{auto.get('n_crops')} held-out crops of {auto.get('n_cells')} cells (each cell scored "
+                     f"against the bank less its own patches): " + "; ".join(described))
+    elif auto:
+        parts.append(f"no automatic threshold: {auto.get('note', '')}")
+    return ". ".join(parts)
 
 
 def _metric_table(metrics: dict, models: list[str]) -> str:
@@ -140,7 +163,14 @@ def _metric_table(metrics: dict, models: list[str]) -> str:
         ("Boxes (COCO, pycocotools)", "boxes", [("AP IoU .50:.95", "ap"), ("AP IoU .50", "ap50"),
                                                ("AP IoU .25", "ap25"), ("boxes ranked", "n_boxes")]),
     ]
+    def source(m):
+        d = metrics["models"][m]
+        if m != "patchcore":
+            return "config"
+        return f"{d.get('threshold_source', 'config')}; {d.get('evidence', 'slice')} evidence"
+
     rows = [["threshold", *[fmt(metrics["models"][m]["threshold"]) for m in models]],
+            ["threshold from", *[esc(source(m)) for m in models]],
             ["threshold for 100% battery recall (below)",
              *[fmt(metrics["models"][m].get("full_recall_threshold")) for m in models]]]
     for title, level, items in spec:

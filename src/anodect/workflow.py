@@ -176,7 +176,7 @@ def patchcore_model_files(config: dict) -> list[str]:
 # Keys that shape a trained model, and keys that only say how to run one. Threads
 # and the model choice stay out of both: changing them must not rerun a job.
 _TRAIN_KEYS = ("backbone", "layers", "weights_path", "download_weights", "feature_dim", "input_size",
-               "coreset_fraction", "projection_dim", "batch_size", "seed", "device")
+               "coreset_fraction", "projection_dim", "batch_size", "seed", "device", "volume", "false_alarm_rate")
 _SCORE_KEYS = ("weights_path", "download_weights", "batch_size", "device")
 
 
@@ -393,10 +393,20 @@ def metadata_problems(config: dict) -> list[str]:
                   "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
                   "crop_context": (meta.get("context"), context),
                   "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
+        volume = meta.get("volume") or {}
+        for key, want in (pc.get("volume") or {}).items():
+            wanted[f"patchcore.volume.{key}"] = (volume.get(key), want)
         for key, (have, want) in wanted.items():
             if have is not None and want is not None and list(np.atleast_1d(have)) != list(np.atleast_1d(want)):
                 problems.append(f"{key}: the PatchCore model in {folder} was made with {have!r}, the config says "
                                 f"{want!r} (match the config to the model, or train a new one)")
+        evidence = config["decisions"]["patchcore_evidence"]
+        if config["patchcore_threshold"] == "auto" and not (meta.get("auto_threshold") or {}).get(evidence):
+            problems.append(f"patchcore_threshold: auto, but the PatchCore model in {folder} set no automatic "
+                            f"{evidence} threshold (trained on one cell, or before anodect set them): give a number")
+    if config["patchcore_threshold"] == "auto" and resolved_patchcore_model(config) == "original":
+        problems.append("patchcore_threshold: auto needs a PatchCore model trained by anodect; the original tool's "
+                        "model sets none: give a number (the original used 90 with its own scale)")
     checkpoint = rfdetr_checkpoint(config) if rfdetr_enabled(config) else None
     meta_path = Path(checkpoint).with_name("model.json") if checkpoint else None
     if meta_path is not None and meta_path.is_file():
@@ -438,7 +448,7 @@ def decision_params(config: dict, model: str) -> dict:
     params = {k: d[k] for k in ("min_consecutive_slices", "max_gap", "link_margin")}
     if model == "patchcore":
         params.update(threshold=config["patchcore_threshold"], map_threshold=d["patchcore_map_threshold"],
-                      min_region_area=d["min_region_area"])
+                      min_region_area=d["min_region_area"], evidence=d["patchcore_evidence"])
     else:
         params.update(threshold=config["rf_detr_threshold"], nms_iou=d["nms_iou"])
     return params

@@ -79,6 +79,17 @@ def model_output(wildcards):
     return f"{RESULTS}/rfdetr/predictions/{wildcards.scan}.csv"
 
 
+def patchcore_threshold_meta(wildcards):
+    """PatchCore's model.json when its threshold is `auto`: the threshold lives there."""
+    if "patchcore" in aw.models(config) and config["patchcore_threshold"] == "auto":
+        return model_metadata_files(wildcards).get("patchcore", [])
+    return []
+
+
+def decision_model_meta(wildcards):
+    return patchcore_threshold_meta(wildcards) if wildcards.model == "patchcore" else []
+
+
 def decision_files(model, name):
     return expand(
         f"{RESULTS}/decisions/{model}/{{scan}}/{name}", scan=scan_ids("inspect")

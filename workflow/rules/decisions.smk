@@ -1,6 +1,8 @@
 rule decide:
     input:
         model_output=model_output,
+        # PatchCore's model.json when its threshold is `auto`: the threshold lives there.
+        model_meta=decision_model_meta,
         crops=f"{RESULTS}/crops/{{scan}}.npz",
         slices=ancient(f"{RESULTS}/slices.tsv"),
         # The scan's record (a param) comes from the sample sheet: declared, so a

@@ -9,6 +9,7 @@ rule evaluate:
         ),
         rfdetr=rfdetr_prediction_files,
         truth=truth_files,
+        patchcore_meta=patchcore_threshold_meta,
     output:
         metrics_json=f"{RESULTS}/report/metrics.json",
         metrics_csv=f"{RESULTS}/report/metrics.csv",

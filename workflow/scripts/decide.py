@@ -14,6 +14,6 @@ decide_scan(
     snakemake.input.model_output,
     snakemake.input.crops,
     scan_slices(snakemake.input.slices, scan["scan_id"]),
-    settings_from_params(snakemake.params.settings),
+    settings_from_params(snakemake.params.settings, snakemake.input.get("model_meta")),
     Path(snakemake.output.detections).parent,
 )

@@ -8,6 +8,13 @@ training scans, score statistics). Nothing in a saved model is pickled.
 Scoring embeds a whole scan's crops in batches, finds each patch's nearest bank
 vector and returns, per crop, the image score (the largest patch score) and an
 anomaly map at the crop's own resolution (bilinear upsampling, Gaussian σ=4).
+Scans are also judged against their own volume (``anodect.patchcore.volume``):
+the score file keeps the raw maps and adds the volume maps beside them.
+
+Thresholds set themselves: after building the bank, every training cell is scored
+against the bank less the vectors that came from that cell (the coreset is chosen
+once over all cells), and the threshold of each kind of evidence is put where at
+most ``false_alarm_rate`` of those held-out crops (slice x ROI) score above it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from ..io import file_sha256, package_versions, save_arrays, write_json
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from .coreset import greedy_coreset
 from .search import NearestNeighbourIndex
+from .volume import VolumeSettings, false_alarm_threshold, slab_crops, volume_maps, volume_scores
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ class PatchCoreSettings:
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
+    volume: VolumeSettings = field(default_factory=VolumeSettings)
+    false_alarm_rate: float = 0.01
 
     @classmethod
     def from_config(cls, section: dict) -> "PatchCoreSettings":
@@ -56,6 +66,8 @@ class PatchCoreSettings:
         for key in ("input_size", "layers"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(kwargs[key])
+        if "volume" in kwargs:
+            kwargs["volume"] = VolumeSettings.from_config(kwargs["volume"])
         return cls(**kwargs)
 
 
@@ -65,6 +77,17 @@ class ScoreResult:
 
     scores: np.ndarray  # float32 [N]: largest patch score per crop
     maps: np.ndarray  # float32 [N, H, W]: anomaly map at crop resolution
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScanScores:
+    """PatchCore's output for one scan: raw and volume evidence, [slice, roi, ...]."""
+
+    scores: np.ndarray  # float32 [S, R]: largest patch score
+    maps: np.ndarray  # float32 [S, R, h, w]: raw anomaly maps
+    volume_scores: np.ndarray  # float32 [S, R]: largest volume z-score (NaN: no volume evidence)
+    volume_maps: np.ndarray  # float32 [S, R, h, w]
     timings: dict = field(default_factory=dict)
 
 
@@ -86,6 +109,7 @@ class PatchCore:
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.bank: np.ndarray | None = None
         self.index: NearestNeighbourIndex | None = None
+        self.bank_groups: np.ndarray | None = None
         self.metadata: dict = {}
 
     # ---- features -------------------------------------------------------------------
@@ -129,20 +153,27 @@ class PatchCore:
         return np.concatenate(parts) if parts else np.zeros((0, 0, 0, self.feature_dim), np.float32)
 
     # ---- training -------------------------------------------------------------------
-    def fit(self, crops: np.ndarray, context: int = 0, training_scans: list[dict] | None = None) -> "PatchCore":
-        """Build the memory bank from normal crops [N, H, W] uint8 with ``context`` pixels around the ROI."""
+    def fit(self, crops: np.ndarray, context: int = 0, training_scans: list[dict] | None = None,
+            groups: np.ndarray | None = None) -> "PatchCore":
+        """Build the memory bank from normal crops [N, H, W] uint8 with ``context`` pixels around the ROI.
+
+        Args:
+            groups: the training cell (scan) of every crop; the bank remembers where
+                each vector came from, for held-out scoring (``heldout_scores``).
+        """
         t0 = time.perf_counter()
         features = self.embed(crops)
         n, gh, gw, d = features.shape
         rows, cols = inner_patches((gh, gw), crops.shape[1:], context)
         flat = features[:, rows, cols].reshape(-1, d)
         t1 = time.perf_counter()
-        keep = greedy_coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
-                              seed=self.settings.seed, device=self.device)
-        self.bank = np.ascontiguousarray(flat[np.sort(keep)])
+        keep = np.sort(greedy_coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
+                                      seed=self.settings.seed, device=self.device))
+        self.bank = np.ascontiguousarray(flat[keep])
+        per_crop = flat.shape[0] // max(n, 1)
+        self.bank_groups = None if groups is None else np.asarray(groups)[keep // max(per_crop, 1)]
         t2 = time.perf_counter()
         self.index = NearestNeighbourIndex(self.bank, self.device)
-        train_scores = self.score(crops, context).scores
         self.metadata = {
             "format": FORMAT,
             "backbone": self.backbone_info.name,
@@ -166,21 +197,81 @@ class PatchCore:
             "n_train_patches": int(len(flat)),
             "bank_size": int(len(self.bank)),
             "training_scans": training_scans or [],
-            "train_score_stats": _stats(train_scores),
             "timings_s": {"embed": round(t1 - t0, 3), "coreset": round(t2 - t1, 3)},
             "versions": _versions(),
         }
         return self
 
+    def fit_scans(self, scans: list[tuple[np.ndarray, np.ndarray]], context: int = 0,
+                  training_scans: list[dict] | None = None) -> "PatchCore":
+        """Build the bank from whole normal scans and set the automatic thresholds.
+
+        Args:
+            scans: per training cell, its crops [S, R, H, W] uint8 and slice indices [S].
+            context: pixels of context around the ROI in the crops.
+            training_scans: sample-sheet records of the scans, for the metadata.
+        """
+        vol = self.settings.volume
+        slabbed = [slab_crops(c, idx, vol.slab) for c, idx in scans]
+        flat = np.concatenate([c.reshape(-1, *c.shape[2:]) for c in slabbed])
+        groups = np.concatenate([np.full(c.shape[0] * c.shape[1], g) for g, c in enumerate(slabbed)])
+        self.fit(flat, context, training_scans, groups)
+        t0 = time.perf_counter()
+        self.metadata["volume"] = vol.as_dict()
+        self.metadata["auto_threshold"] = self.heldout_thresholds(slabbed, [idx for _, idx in scans], context)
+        self.metadata["timings_s"]["heldout"] = round(time.perf_counter() - t0, 3)
+        return self
+
+    def heldout_thresholds(self, slabbed: list[np.ndarray], indices: list[np.ndarray], context: int) -> dict:
+        """Score every training cell against the bank less its own vectors; thresholds from those scores."""
+        rate = self.settings.false_alarm_rate
+        out = {"method": "leave-one-cell-out: each training cell scored against the bank less its own vectors",
+               "false_alarm_rate": rate, "unit": "crop (one slice x one ROI)", "n_cells": len(slabbed)}
+        if len(slabbed) < 2 or self.bank_groups is None:
+            return {**out, "slice": None, "volume": None,
+                    "note": "needs at least two training cells; give patchcore_threshold a number"}
+        raw, vol = [], []
+        for g, (crops, idx) in enumerate(zip(slabbed, indices)):
+            others = self.bank_groups != g
+            if not others.any():
+                continue
+            index = NearestNeighbourIndex(self.bank[others], self.device)
+            s, r, h, w = crops.shape
+            result = self.score(crops.reshape(s * r, h, w), context, index=index)
+            maps = result.maps.reshape(s, r, *result.maps.shape[1:])
+            raw.append(result.scores)
+            v = volume_scores(volume_maps(maps, idx, self.settings.volume)).ravel()
+            vol.append(v[np.isfinite(v)])
+        raw_all, vol_all = np.concatenate(raw), np.concatenate(vol)
+        out.update({
+            "n_crops": int(len(raw_all)),
+            "slice": false_alarm_threshold(raw_all, rate),
+            "volume": false_alarm_threshold(vol_all, rate) if len(vol_all) else None,
+            "heldout_score_stats": {"slice": _stats(raw_all), "volume": _stats(vol_all)},
+        })
+        return out
+
     # ---- scoring --------------------------------------------------------------------
+    def score_volume(self, crops: np.ndarray, slice_indices: np.ndarray, context: int = 0) -> ScanScores:
+        """One scan's crops [S, R, H, W] uint8: raw and volume evidence per slice and ROI."""
+        vol = VolumeSettings.from_config(self.metadata.get("volume", {"slab": 1}))
+        s, r, h, w = crops.shape
+        result = self.score(slab_crops(crops, slice_indices, vol.slab).reshape(s * r, h, w), context)
+        maps = result.maps.reshape(s, r, *result.maps.shape[1:])
+        t0 = time.perf_counter()
+        vmaps = volume_maps(maps, slice_indices, vol)
+        timings = {**result.timings, "volume": time.perf_counter() - t0}
+        return ScanScores(result.scores.reshape(s, r), maps, volume_scores(vmaps), vmaps, timings)
+
     @torch.inference_mode()
-    def score(self, crops: np.ndarray, context: int = 0) -> ScoreResult:
+    def score(self, crops: np.ndarray, context: int = 0, index: NearestNeighbourIndex | None = None) -> ScoreResult:
         """Image scores and anomaly maps of crops [N, H, W] uint8, batch by batch.
 
         Only patches centred inside the ROI (the crop less ``context`` pixels per
         side) are searched and scored; maps cover the ROI, at its resolution.
         """
-        if self.index is None:
+        index = index or self.index
+        if index is None:
             raise RuntimeError("PatchCore has no memory bank: fit() or load() first")
         n, h, w = crops.shape
         ih, iw = h - 2 * context, w - 2 * context
@@ -194,7 +285,7 @@ class PatchCore:
             rows, cols = inner_patches((gh, gw), (h, w), context)
             inner = feats[:, rows, cols]
             t1 = time.perf_counter()
-            patch = self.index.search(inner.reshape(-1, d).cpu().numpy()).reshape(b, *inner.shape[1:3])
+            patch = index.search(inner.reshape(-1, d).cpu().numpy()).reshape(b, *inner.shape[1:3])
             t2 = time.perf_counter()
             scores[start:start + b] = patch.reshape(b, -1).max(1)
             maps[start:start + b] = patch_scores_to_maps(patch, (gh, gw), rows, cols, (h, w), context)
@@ -307,15 +398,20 @@ def _versions() -> dict:
     return package_versions("anodect", "torch", "torchvision", "faiss-cpu", "numpy")
 
 
-def save_scores(path: str | Path, result: ScoreResult, crop_set, model_id: str) -> None:
-    """The per-scan score file: scores [slice, roi], float16 maps [slice, roi, H, W]."""
-    s, r = crop_set.crops.shape[:2]
-    # maps cover the ROI pixels only: [slice, roi, h, w] with h, w the ROI size
+def save_scores(path: str | Path, result: ScanScores, crop_set, model_id: str, volume: dict) -> None:
+    """The per-scan score file: raw and volume scores [slice, roi] and float16 maps [slice, roi, h, w].
+
+    Maps cover the ROI pixels only (h, w the ROI size). ``volume`` records the
+    settings the volume evidence was made with.
+    """
     save_arrays(
         path,
         scan_id=np.array(crop_set.scan_id),
-        scores=result.scores.reshape(s, r).astype(np.float32),
-        maps=result.maps.reshape(s, r, *result.maps.shape[1:]).astype(np.float16),
+        scores=result.scores.astype(np.float32),
+        maps=result.maps.astype(np.float16),
+        volume_scores=result.volume_scores.astype(np.float32),
+        volume_maps=result.volume_maps.astype(np.float16),
+        volume_settings=np.array(json.dumps(volume, sort_keys=True)),
         slice_indices=crop_set.slice_indices,
         roi_names=crop_set.roi_names,
         roi_boxes=crop_set.roi_boxes,
@@ -323,4 +419,4 @@ def save_scores(path: str | Path, result: ScoreResult, crop_set, model_id: str) 
     )
 
 
-__all__ = ["PatchCore", "PatchCoreSettings", "ScoreResult", "patch_scores_to_maps", "save_scores"]
+__all__ = ["PatchCore", "PatchCoreSettings", "ScanScores", "ScoreResult", "patch_scores_to_maps", "save_scores"]

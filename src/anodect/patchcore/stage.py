@@ -11,7 +11,8 @@ import numpy as np
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
 from .legacy import OriginalPatchCore, is_original_model
-from .model import PatchCore, PatchCoreSettings, ScoreResult, save_scores
+from .model import PatchCore, PatchCoreSettings, ScanScores, save_scores
+from .volume import VolumeSettings, volume_maps, volume_scores
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,18 @@ def train(crop_paths: list[str], scans: list[dict], settings: PatchCoreSettings,
     contexts = {s.context for s in sets}
     if len(contexts) != 1:
         raise ValueError(f"training crops were cut with different contexts {sorted(contexts)}")
-    crops = np.concatenate([s.crops.reshape(-1, *s.crops.shape[2:]) for s in sets])
+    usable = [s for s in sets if s.n_slices]
     device = resolve_device(settings.device)
-    log.info("training PatchCore on %d crops of %d scans (%s, %s)", len(crops), len(sets), settings.backbone, device)
-    model = PatchCore(settings, device).fit(crops, contexts.pop(), training_scans=scans)
+    log.info("training PatchCore on %d crops of %d scans (%s, %s, volume %s)",
+             sum(s.crops.shape[0] * s.crops.shape[1] for s in usable), len(usable), settings.backbone, device,
+             settings.volume.as_dict())
+    model = PatchCore(settings, device).fit_scans([(s.crops, s.slice_indices) for s in usable], contexts.pop(),
+                                                  training_scans=scans)
     model.save(out_dir)
-    log.info("memory bank %s, model %s, train scores %s", model.bank.shape, model.metadata["model_id"],
-             model.metadata["train_score_stats"])
+    auto = model.metadata["auto_threshold"]
+    log.info("memory bank %s, model %s; automatic thresholds at %.2g false alarms per held-out crop: "
+             "slice %s, volume %s", model.bank.shape, model.metadata["model_id"], auto["false_alarm_rate"],
+             auto.get("slice"), auto.get("volume"))
     return model
 
 
@@ -53,16 +59,34 @@ def score_scan(model, crops_path: str | Path, out_path: str | Path) -> dict:
     s, r, h, w = crop_set.crops.shape
     if isinstance(model, PatchCore):
         model.check_compatible((h, w), crop_set.context)
+    c = crop_set.context
     if s == 0:
         # A scan with no usable slice (see crops.crop_scan): an empty score file keeps the run going.
-        c = crop_set.context
-        result = ScoreResult(np.zeros(0, np.float32), np.zeros((0, h - 2 * c, w - 2 * c), np.float32))
+        empty = np.zeros((0, r, h - 2 * c, w - 2 * c), np.float32)
+        result = ScanScores(np.zeros((0, r), np.float32), empty, np.zeros((0, r), np.float32), empty)
         log.warning("%s: no usable slice, nothing to score", crop_set.scan_id)
+    elif isinstance(model, PatchCore):
+        result = model.score_volume(crop_set.crops, crop_set.slice_indices, c)
     else:
-        result = model.score(crop_set.crops.reshape(s * r, h, w), crop_set.context)
+        # The original tool's model: its own scoring, then the same volume evidence (no slab).
+        raw = model.score(crop_set.crops.reshape(s * r, h, w), c)
+        maps = raw.maps.reshape(s, r, *raw.maps.shape[1:])
+        vmaps = volume_maps(maps, crop_set.slice_indices, _volume(model))
+        result = ScanScores(raw.scores.reshape(s, r), maps, volume_scores(vmaps), vmaps, raw.timings)
+    if s and s < _volume(model).min_slices:
+        log.warning("%s: %d slices, fewer than patchcore.volume.min_slices (%d): no volume evidence for this "
+                    "scan, only its raw maps", crop_set.scan_id, s, _volume(model).min_slices)
     model_id = model.metadata.get("model_id", model.metadata.get("weights_id", "original"))
-    save_scores(out_path, result, crop_set, model_id)
+    save_scores(out_path, result, crop_set, model_id, _volume(model).as_dict())
     elapsed = time.perf_counter() - t0
-    log.info("%s: %d crops in %.2f s (%.1f crops/s), max score %.3f", crop_set.scan_id, s * r, elapsed,
-             s * r / max(elapsed, 1e-9), float(result.scores.max()) if len(result.scores) else float("nan"))
+    log.info("%s: %d crops in %.2f s (%.1f crops/s), max score %.3f, max volume score %.3f", crop_set.scan_id,
+             s * r, elapsed, s * r / max(elapsed, 1e-9), float(result.scores.max()) if s else float("nan"),
+             float(np.nanmax(result.volume_scores)) if s and np.isfinite(result.volume_scores).any() else float("nan"))
     return {"crops": s * r, "seconds": elapsed, **result.timings}
+
+
+def _volume(model) -> VolumeSettings:
+    """The volume settings a model was trained with (the original tool's: no slab)."""
+    if isinstance(model, PatchCore):
+        return VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1}))
+    return VolumeSettings(slab=1)

@@ -1,0 +1,109 @@
+"""Evidence across slices (anodect.patchcore.volume) on hand-made maps with known answers."""
+
+import numpy as np
+import pytest
+
+from anodect.patchcore.volume import (VolumeSettings, false_alarm_threshold, neighbour_mean, slab_crops, volume_maps,
+                                      volume_scores)
+
+RNG = np.random.default_rng(0)
+
+
+def _scan(n_slices=30, structure=True, crack=None, shape=(40, 50)):
+    """Raw maps [S, 1, h, w]: noise, a cell's own bright structure in every slice, a crack in some."""
+    maps = 10 + RNG.normal(0, 1.0, size=(n_slices, 1, *shape)).astype(np.float32)
+    if structure:
+        maps[:, 0, 5:15, 5:15] += 25.0  # unseen structure: higher than any crack, in every slice
+    if crack is not None:
+        first, n = crack
+        maps[first:first + n, 0, 28:31, 30:42] += 6.0
+    return maps
+
+
+@pytest.mark.parametrize("n", [4, 6, 8, 12])
+def test_crack_of_4_to_12_slices_is_found_and_structure_is_not(n):
+    settings = VolumeSettings(slab=1, window=5, reference_slices=41, min_slices=8)
+    maps = _scan(crack=(9, n))
+    idx = np.arange(100, 130)
+    raw_top = np.unravel_index(maps[10, 0].argmax(), maps.shape[2:])
+    assert 5 <= raw_top[0] < 15  # raw maps: the structure dominates every slice
+    v = volume_maps(maps, idx, settings)
+    scores = volume_scores(v)[:, 0]
+    crack_slices = np.arange(9, 9 + n)
+    normal = np.setdiff1d(np.arange(30), np.arange(7, 11 + n))
+    # Every slice of the crack beats every slice away from it, and the peak is at the crack.
+    assert scores[crack_slices].min() > scores[normal].max()
+    for k in crack_slices:
+        y, x = np.unravel_index(np.nanargmax(v[k, 0]), v.shape[2:])
+        assert 27 <= y <= 31 and 29 <= x <= 42
+    # The structure, present in every slice, scores like the background.
+    assert np.abs(v[normal][:, 0, 5:15, 5:15]).mean() < 1.0
+
+
+def test_defect_through_most_of_the_scan_fades_from_volume_but_not_from_raw():
+    maps = _scan(structure=False, crack=(2, 26))
+    v = volume_maps(maps, np.arange(30), VolumeSettings(slab=1, reference_slices=41))
+    assert maps[15, 0, 28:31, 30:42].mean() > 15  # raw map shows it
+    assert np.abs(v[15, 0, 28:31, 30:42]).mean() < 2.0  # the volume's "normal" now
+
+
+def test_missing_slices_are_gaps_not_neighbours():
+    stack = np.zeros((5, 1, 1, 1), np.float32)
+    stack[:, 0, 0, 0] = [0, 10, 20, 30, 40]
+    idx = np.array([10, 11, 20, 21, 22])  # 12..19 unreadable
+    out = neighbour_mean(stack, idx, 3)[:, 0, 0, 0]
+    # 10 and 11 have no third slice within reach; 20 takes 21 and 22, never 11.
+    np.testing.assert_allclose(out, [5, 5, 30, 30, 30])
+
+
+def test_scan_ends_average_as_many_slices_as_the_middle():
+    """Equal noise everywhere: a shorter mean at the ends made every end slice look anomalous."""
+    noise = RNG.normal(0, 1, size=(40, 1, 30, 30)).astype(np.float32)
+    out = neighbour_mean(noise, np.arange(40), 3)
+    spread = out.reshape(40, -1).std(axis=1)
+    assert spread[[0, 39]].max() < 1.15 * np.median(spread)
+    np.testing.assert_allclose(out[0], noise[:3].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(out[20], noise[19:22].mean(0), rtol=1e-5)
+
+
+def test_slab_averages_uint8_crops_by_slice_number():
+    crops = np.zeros((3, 1, 2, 2), np.uint8)
+    crops[:, 0] = np.array([0, 30, 90], np.uint8)[:, None, None]
+    out = slab_crops(crops, np.array([1, 2, 3]), 3)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [40, 40, 40])
+    # 3 missing: 4 is out of 1's reach (3 apart) and 1 out of 4's, so each averages two slices.
+    out = slab_crops(crops, np.array([1, 2, 4]), 3)
+    np.testing.assert_array_equal(out[:, 0, 0, 0], [15, 40, 60])
+    assert slab_crops(crops, np.array([1, 2, 3]), 1) is crops
+
+
+def test_short_scan_has_no_volume_evidence():
+    maps = _scan(n_slices=5)
+    v = volume_maps(maps, np.arange(5), VolumeSettings(min_slices=8))
+    assert np.isnan(v).all()
+    assert np.isnan(volume_scores(v)).all()
+
+
+def test_long_scan_uses_a_moving_reference():
+    # The cell changes slowly along 200 slices: a global median would flag both ends.
+    n = 200
+    maps = 10 + RNG.normal(0, 1.0, size=(n, 1, 20, 20)).astype(np.float32)
+    maps += np.linspace(0, 40, n, dtype=np.float32)[:, None, None, None]
+    v = volume_maps(maps, np.arange(n), VolumeSettings(slab=1, window=1, reference_slices=41))
+    assert np.abs(np.median(v.reshape(n, -1), axis=1)).max() < 3.0
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.05, 0.2])
+def test_false_alarm_threshold_flags_at_most_the_rate(rate):
+    scores = RNG.gamma(2.0, 10.0, size=997)
+    t = false_alarm_threshold(scores, rate)
+    assert (scores > t).mean() <= rate
+    # and it is the lowest such observed score: one rank lower would exceed the rate
+    lower = np.sort(scores)[np.searchsorted(np.sort(scores), t) - 1]
+    assert (scores > lower).mean() > rate
+
+
+def test_false_alarm_threshold_needs_scores():
+    with pytest.raises(ValueError, match="no held-out score"):
+        false_alarm_threshold(np.array([np.nan]), 0.01)
