@@ -102,7 +102,12 @@ def main() -> None:
     parser = demo_parser(__doc__)
     parser.add_argument("--baseline-crops", type=int, default=24, help="crops timed for (c)")
     parser.add_argument("--fractions", default="0.0025,0.005,0.01,0.02,0.05,0.1")
+    parser.add_argument("--ratio-only", action="store_true",
+                        help="only (a) and (b) for the default model, each --repeats times")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.ratio_only:
+        return pipeline_vs_compute(args)
     results = Path(args.results)
     config, truth, train, test = load_demo(args)
     context = train[0][1].context
@@ -172,6 +177,50 @@ def main() -> None:
     print(f"(c) original-style per crop, full bank  : {c:8.2f} crops/s  (on {len(sub)} crops, bank {len(flat)})")
     print(f"(a)/(b) = {a / b:.2f}   (a)/(c) = {a / c:.1f}")
     print(f"slice-level AUROC at the default setting: {slice_auroc(per_scan, test, truth):.4f}")
+
+
+def pipeline_vs_compute(args: argparse.Namespace) -> None:
+    """(a) and (b) for the default model trained as the pipeline trains it, repeated: median and range."""
+    import os
+
+    from dataclasses import replace
+
+    from anodect.patchcore.volume import VolumeSettings, slab_crops
+
+    results = Path(args.results)
+    config, truth, train, test = load_demo(args)
+    settings = PatchCoreSettings.from_config(config["patchcore"])
+    context = train[0][1].context
+    trained = results / "patchcore" / "model"
+    if not (trained / "model.json").is_file():  # the run's own model when there is one, else the same training
+        PatchCore(settings).fit_scans([(c.crops, c.slice_indices) for _, c in train], context).save(trained)
+    model = PatchCore.load(trained, batch_size=settings.batch_size)
+    settings = replace(settings, volume=VolumeSettings.from_config(model.metadata.get("volume")),
+                       coreset_fraction=model.metadata["coreset_fraction"])
+    # (b) sees the crops as the model does: slab-averaged, in memory.
+    slabbed = np.concatenate([slab_crops(c.crops, c.slice_indices, settings.volume.slab).reshape(-1, *c.crops.shape[2:])
+                              for _, c in test])
+    n = len(slabbed)
+    a_runs, b_runs, load = [], [], [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for i, (_, crop_set) in enumerate(test):
+                score_scan(model, results / "crops" / f"{crop_set.scan_id}.npz", Path(tmp) / f"scores_{i}.npz")
+            a_runs.append(n / (time.perf_counter() - t0))
+            b_runs.append(n / compute_only(model, slabbed, context))
+            load.append(os.getloadavg()[0])
+    a, b = np.array(a_runs), np.array(b_runs)
+    ratio = a / b
+    print(f"default: {settings.backbone} {list(model.backbone_info.layers)}, coreset {settings.coreset_fraction:.2%}, "
+          f"volume {settings.volume.as_dict()}; {n} test crops; {args.threads} threads; {args.repeats} runs")
+    print(f"(a) pipeline, whole scans, file to file (slab, scoring, volume maps): median {np.median(a):.1f} "
+          f"crops/s, range {a.min():.1f}-{a.max():.1f}")
+    print(f"(b) model compute only (backbone+search)                         : median {np.median(b):.1f} "
+          f"crops/s, range {b.min():.1f}-{b.max():.1f}")
+    print(f"(a)/(b) per run: median {np.median(ratio):.2f}, range {ratio.min():.2f}-{ratio.max():.2f}")
+    print(f"machine load (1-min average): median {np.median(load):.2f}, range {min(load):.2f}-{max(load):.2f}, "
+          f"{os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

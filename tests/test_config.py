@@ -1,4 +1,5 @@
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def test_threads_and_model_choice_do_not_reach_job_params():
     train, score = patchcore_params(config, "train"), patchcore_params(config, "score")
     assert "threads" not in train and "threads" not in score and "model" not in train
     assert set(score) == {"batch_size", "device", "weights_path", "download_weights"}
-    assert train["coreset_fraction"] == 0.01 and train["layers"] == ["blocks.2"]
+    assert train["coreset_fraction"] == 0.1 and train["layers"] == ["blocks.2"]
 
 
 def test_each_job_depends_only_on_its_own_settings():
@@ -211,3 +212,20 @@ def test_config_readme_explains_every_schema_key():
     missing = [k for k in leaves(schema) if f"`{k}`" not in readme
                and not (f"`{k.rsplit('.', 1)[0]}`" in readme and k.rsplit(".", 1)[-1] in readme)]
     assert not missing, missing
+
+
+def test_auto_threshold_needs_a_model_that_set_one(tmp_path):
+    """The original tool's model sets no threshold; a model folder without auto_threshold neither."""
+    config = _original(tmp_path)
+    config["patchcore_threshold"] = "auto"
+    with pytest.raises(ConfigError, match="patchcore_threshold: auto needs a PatchCore model trained by anodect"):
+        check_config(copy.deepcopy(config))
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1", "backbone": "efficientnet_lite0"}))
+    (folder / "memory_bank.npy").write_bytes(b"")
+    config["patchcore"] = {"model": str(folder)}
+    with pytest.raises(ConfigError, match="set no automatic volume threshold"):
+        check_config(copy.deepcopy(config))
+    config["patchcore_threshold"] = 4.0
+    check_config(config)

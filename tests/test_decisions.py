@@ -114,3 +114,28 @@ def test_battery_table_gives_both_verdicts():
     table = battery_table([SCAN, {**SCAN, "scan_id": "b2_z-00000000"}], cracks, ["patchcore", "rfdetr"])
     assert table[["patchcore_verdict", "rfdetr_verdict", "agree"]].values.tolist() == [
         ["NG", "OK", False], ["OK", "OK", True]]
+
+
+def test_a_scan_without_volume_evidence_is_no_data_on_it_and_judged_on_raw_maps(tmp_path):
+    """Too few slices for volume evidence (NaN volume scores): never OK, NO DATA; raw evidence still judges."""
+    from anodect.crops import CropSet
+    from anodect.decisions import decide_scan
+
+    idx = np.array([205, 206, 207, 208])
+    maps = np.zeros((4, 1, 32, 42), np.float16)
+    maps[:, 0, 10:13, 5:20] = 5.0
+    save_arrays(tmp_path / "s.npz", scan_id=np.array("s"), scores=np.full((4, 1), 6.0, np.float32), maps=maps,
+                volume_scores=np.full((4, 1), np.nan, np.float32), volume_maps=np.full(maps.shape, np.nan, np.float16),
+                slice_indices=idx, roi_names=np.array(["left"]), roi_boxes=np.array([[100, 400, 142, 432]]),
+                model_id=np.array("m"))
+    CropSet("s", np.zeros((4, 1, 32, 42), np.uint8), idx, np.array([f"/x/{i}.tif" for i in idx]),
+            np.array(["left"]), np.array([[100, 400, 142, 432]]), (0.0, 1.0), 0).save(tmp_path / "c.npz")
+    slices = pd.DataFrame({"slice_index": idx, "path": [f"/x/{i}.tif" for i in idx]})
+    scan = {"scan_id": "s", "battery_id": "B", "axis": ""}
+    verdicts = {}
+    for evidence in ("volume", "slice"):
+        settings = DecisionSettings(threshold=3.0 if evidence == "slice" else 2.0, tracking=TRACK, evidence=evidence)
+        d = decide_scan("patchcore", scan, tmp_path / "s.npz", tmp_path / "c.npz", slices, settings,
+                        tmp_path / evidence)
+        verdicts[evidence] = battery_table([scan], d.cracks, ["patchcore"], d.slices).iloc[0]["patchcore_verdict"]
+    assert verdicts == {"volume": "NO DATA", "slice": "NG"}
