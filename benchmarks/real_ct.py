@@ -49,7 +49,6 @@ from anodect.evaluation import crack_metrics  # noqa: E402
 from anodect.generator import DemoSettings  # noqa: E402
 from anodect.generator import generate as generate_demo  # noqa: E402
 from anodect.patchcore.model import PatchCore, PatchCoreSettings  # noqa: E402
-from anodect.patchcore.volume import VolumeSettings  # noqa: E402
 from anodect.realct import RealCTSettings  # noqa: E402
 from anodect.realct import generate as generate_real  # noqa: E402
 from anodect.tracking import TrackingSettings  # noqa: E402

@@ -263,7 +263,7 @@ def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_pa
         What was drawn and what was left out, for the report.
     """
     from .crops import CropSet
-    from .io import atomic_dir, load_arrays, read_table
+    from .io import atomic_dir, read_table
 
     table, metrics = report["slices"], report["metrics"]
     with atomic_dir(outputs["figures"]) as folder:
