@@ -131,3 +131,13 @@ def test_truth_in_the_demo_formats(small_set):
 def test_unknown_difficulty_is_refused():
     with pytest.raises(ValueError, match="difficulty"):
         RealCTSettings.from_config({"demo": {"real_ct": {"difficulty": "brutal"}}})
+
+
+def test_demo_rule_generates_the_real_set_when_asked(tmp_path):
+    from anodect.realct import generate_configured
+
+    demo = {"source": "real_ct", "out_dir": str(tmp_path / "d"), "n_train_normal": 1, "n_train_defect": 0,
+            "n_test": 1, "test_defect_fraction": 1.0, "real_ct": {"source_dir": str(SOURCE)}}
+    manifest = generate_configured(demo, ROIS, None)
+    assert manifest["generator"] == "anodect.realct" and manifest["counts"]["test"] == 1
+    assert len(list((tmp_path / "d" / "scans" / "test").rglob("*.tif"))) == 20

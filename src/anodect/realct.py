@@ -352,3 +352,14 @@ def generate(out_dir: str | Path, settings: RealCTSettings, rois: list[Roi]) -> 
     log.info("real-background set: %d cells, %d slices, %d cracks (%s) in %s", len(cells), len(slice_rows),
              manifest["n_cracks"], settings.difficulty, out_dir)
     return manifest
+
+
+def generate_configured(demo: dict, rois: list[Roi], crack_range: tuple[int, int] | None, workers: int = 1) -> dict:
+    """The generate_demo rule: the synthetic demo or the real-background set, by ``demo.source``."""
+    if demo.get("source", "synthetic") == "real_ct":
+        return generate(demo["out_dir"], RealCTSettings.from_config({"demo": demo}), rois)
+    from .generator import DemoSettings
+    from .generator import generate as generate_synthetic
+
+    return generate_synthetic(demo["out_dir"], DemoSettings.from_config({"demo": demo}), rois,
+                              crack_range=crack_range, workers=workers)

@@ -159,7 +159,7 @@ class PatchCore:
 
         Args:
             groups: the training cell (scan) of every crop; the bank remembers where
-                each vector came from, for held-out scoring (``heldout_scores``).
+                each vector came from, for held-out scoring (``heldout_thresholds``).
         """
         t0 = time.perf_counter()
         features = self.embed(crops)
