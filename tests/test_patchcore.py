@@ -96,7 +96,7 @@ def test_heldout_threshold_flags_at_most_the_rate_of_each_cells_heldout_crops(ha
     for c in train:
         s, r, h, w = c.crops.shape
         f = model.embed(slab_crops(c.crops, c.slice_indices, 3).reshape(s * r, h, w))
-        rows, cols = inner_patches(f.shape[1:3], (h, w), 8)
+        rows, cols = inner_patches(model.geometry((h, w))[1], f.shape[1:3], (h, w), 8)
         features.append(f[:, rows, cols])
     owner = np.full(len(model.bank), -1)
     for g, f in enumerate(features):

@@ -149,8 +149,10 @@ def test_batch_norm_update_matches_the_documented_momentum(weights, tmp_path):
     torch.testing.assert_close(model.net.bn1.running_mean, expected_mean)
     torch.testing.assert_close(model.net.bn1.running_var, expected_var)
     assert not model.net.training
-    # layer4 is never reached by the original's forward, so it keeps its statistics.
-    torch.testing.assert_close(model.net.layer4[0].bn1.running_mean, fresh.layer4[0].bn1.running_mean)
+    # layer4 is neither loaded (the features stop at layer3) nor reached by the original's forward.
+    bn = model.net.layer4[0].bn1
+    assert not bn.running_mean.any() and (bn.running_var == 1).all()
+    assert not torch.equal(bn.running_mean, fresh.layer4[0].bn1.running_mean)
 
 
 def test_flat_index_round_trip_and_layout(tmp_path):
@@ -203,3 +205,13 @@ def test_missing_imagenet_weights_say_where_to_put_them(tmp_path, monkeypatch):
     _write_model(tmp_path / "m", np.zeros((336, 1024), np.float32))
     with pytest.raises(FileNotFoundError, match=r"resnet50-0676ba61\.pth.*torch/hub/checkpoints"):
         OriginalPatchCore(tmp_path / "m")
+
+
+def test_the_original_model_takes_a_resnet50_file_without_its_head(tmp_path, imgsim_resnet50):
+    """Real ResNet-50 weights as users keep them (wrapper prefix, another head): the original's
+    model loads them (the head and layer4 are not used) and scores."""
+    rng = np.random.default_rng(1)
+    _write_model(tmp_path / "model", rng.normal(0, 1, (50, 1024)).astype(np.float32))
+    model = OriginalPatchCore(tmp_path / "model", weights_path=imgsim_resnet50)
+    result = model.score(rng.integers(60, 200, (2, 128, 167), dtype=np.uint8))
+    assert result.scores.shape == (2,) and np.isfinite(result.scores).all()

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,6 +63,9 @@ class ResNetFeatures(nn.Module):
         depth = max(list(self.STAGES).index(name) for name in layers)
         self.stages = nn.ModuleList([getattr(net, name) for name in list(self.STAGES)[: depth + 1]])
 
+    def tap_modules(self) -> list[nn.Module]:
+        return [stage for name, stage in zip(self.STAGES, self.stages) if name in self.layers]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         outs = []
@@ -84,6 +88,9 @@ class EfficientNetLiteFeatures(nn.Module):
         self.taps = taps
         self.blocks = nn.ModuleList(list(net._blocks)[: max(taps) + 1])
 
+    def tap_modules(self) -> list[nn.Module]:
+        return [block for i, block in enumerate(self.blocks) if i in self.taps]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.act(self.bn0(self.conv_stem(x)))
         outs = []
@@ -94,6 +101,93 @@ class EfficientNetLiteFeatures(nn.Module):
         return outs
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where the cells of a feature map sit on its input, per axis.
+
+    The receptive-field centre of cell ``i`` is pixel ``offset + step * i`` (pixel
+    indices: pixel ``j`` covers ``[j - 0.5, j + 0.5)``). Computed from the layers'
+    kernels, strides and padding, not assumed from the grid size: a ResNet's
+    ``layer2`` cell ``i`` is centred on pixel ``8 i``, not ``8 i + 3.5``, and
+    EfficientNet's TensorFlow-style padding moves its centres with the input's size.
+    """
+
+    offset: tuple[float, float]  # y, x
+    step: tuple[float, float]  # y, x
+
+    def centres(self, axis: int, n: int) -> np.ndarray:
+        return self.offset[axis] + self.step[axis] * np.arange(n, dtype=np.float64)
+
+    def scaled(self, factor: tuple[float, float]) -> "Geometry":
+        """The geometry on an image ``factor`` times the size of this one's input
+        (the crop before ``input_size`` resizing; pixel centres map as in
+        ``F.interpolate(..., align_corners=False)``)."""
+        return Geometry(tuple((o + 0.5) * f - 0.5 for o, f in zip(self.offset, factor)),
+                        tuple(s * f for s, f in zip(self.step, factor)))
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _leading_pad(module: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """Padding before the first pixel (top, left) that ``module`` applies to an input of ``size``."""
+    k, s, d = _pair(module.kernel_size), _pair(module.stride), _pair(getattr(module, "dilation", 1))
+    if type(module).__name__ == "Conv2dDynamicSamePadding":
+        # TensorFlow "SAME": total padding from the input size, the odd pixel after.
+        return tuple(max((-(-n // st) - 1) * st + (kk - 1) * dd + 1 - n, 0) // 2
+                     for n, kk, st, dd in zip(size, k, s, d))
+    static = getattr(module, "static_padding", None)
+    if isinstance(static, nn.ZeroPad2d):  # (left, right, top, bottom)
+        return int(static.padding[2]), int(static.padding[0])
+    pad = module.padding
+    if isinstance(pad, str):
+        if pad == "same":
+            return tuple((kk - 1) * dd // 2 for kk, dd in zip(k, d))
+        return 0, 0
+    return _pair(pad)
+
+
+def feature_geometry(module: nn.Module, size: tuple[int, int]) -> list[Geometry]:
+    """The geometry of each feature map ``module`` returns for an input of ``size`` (H, W).
+
+    One forward pass of zeros with hooks: every convolution and pooling on the main
+    path composes its kernel centre, stride and leading padding into the running
+    offset and step. A module whose input is not the main path's current size (a
+    ResNet downsample branch, a squeeze-excite convolution on a 1x1 map) runs
+    beside the path and is left out; branches that rejoin the path have the same
+    geometry as the path by construction.
+    """
+    state = {"size": tuple(size), "offset": [0.0, 0.0], "step": [1.0, 1.0]}
+    taps: list[Geometry] = []
+
+    def on_layer(mod, inputs, output):
+        in_size = tuple(inputs[0].shape[-2:])
+        if in_size != state["size"]:
+            return
+        k, s, d = _pair(mod.kernel_size), _pair(mod.stride), _pair(getattr(mod, "dilation", 1))
+        pad = _leading_pad(mod, in_size)
+        for a in (0, 1):
+            state["offset"][a] += state["step"][a] * (d[a] * (k[a] - 1) / 2 - pad[a])
+            state["step"][a] *= s[a]
+        state["size"] = tuple(output.shape[-2:])
+
+    def on_tap(mod, inputs, output):
+        taps.append(Geometry(tuple(state["offset"]), tuple(state["step"])))
+
+    kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+    hooks = [m.register_forward_hook(on_layer) for m in module.modules() if isinstance(m, kinds)]
+    hooks += [m.register_forward_hook(on_tap) for m in module.tap_modules()]
+    try:
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(torch.zeros(1, 3, *size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return taps
+
+
 _TORCHVISION = {
     "resnet18": ({"layer1": 64, "layer2": 128, "layer3": 256}, "ResNet18_Weights"),
     "resnet50": ({"layer1": 256, "layer2": 512, "layer3": 1024}, "ResNet50_Weights"),
@@ -101,6 +195,40 @@ _TORCHVISION = {
 }
 BACKBONES = ("efficientnet_lite0", *_TORCHVISION)
 DEFAULT_LAYERS = {"efficientnet_lite0": ("blocks.2",), **{k: ("layer2", "layer3") for k in _TORCHVISION}}
+
+
+def load_resnet_weights(net: nn.Module, state: dict, layers: tuple[str, ...], source: str) -> None:
+    """Load the tensors the features use into a torchvision ResNet, ignoring the rest.
+
+    A feature extractor's file usually lacks the classification head (``fc.*``) or
+    carries another one, and may keep its keys under a wrapper's prefix
+    (``module.``, ``module.pre.``): the prefix is found from ``conv1.weight`` and
+    dropped, the head and stages deeper than ``layers`` are ignored, and every
+    tensor of the stem and of the stages up to the deepest layer is required.
+
+    Raises:
+        ValueError: tensors the features need are missing or have the wrong shape,
+            naming them and ``source``.
+    """
+    stems = [k[: -len("conv1.weight")] for k in state if k.endswith("conv1.weight") and "layer" not in k]
+    prefix = min(stems, key=len) if stems else ""
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    depth = max(list(ResNetFeatures.STAGES).index(name) for name in layers)
+    used = ("conv1.", "bn1.", *(f"{stage}." for stage in list(ResNetFeatures.STAGES)[: depth + 1]))
+    need = {k: v for k, v in net.state_dict().items() if k.startswith(used)}
+    missing = sorted(k for k in need if k not in state)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})" for k, v in need.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape))
+    if missing or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} tensor(s) missing: {', '.join(missing[:8])}"
+                            + (" ..." if len(missing) > 8 else ""))
+        if wrong:
+            problems.append(f"{len(wrong)} of the wrong shape: {', '.join(wrong[:8])}")
+        raise ValueError(f"{source}: not the weights of this ResNet's {', '.join(layers)} features "
+                         f"({'; '.join(problems)})")
+    net.load_state_dict({k: state[k] for k in need}, strict=False)
 
 
 def torchvision_state(name: str, weights_path: str | None, download: bool) -> tuple[dict, str]:
@@ -188,7 +316,7 @@ def build_backbone(
             raise ValueError(f"patchcore.layers: {unknown} not in {list(ResNetFeatures.STAGES)}")
         state, weights_id = torchvision_state(name, weights_path, download)
         net = getattr(torchvision.models, name)(weights=None)
-        net.load_state_dict(state, strict=True)
+        load_resnet_weights(net, state, layers, weights_path or weights_id)
         module = ResNetFeatures(net, layers)
         channels = tuple(_TORCHVISION[name][0][layer] for layer in layers)
         strides = tuple(ResNetFeatures.STAGES[layer] for layer in layers)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, torchvision_state
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, load_resnet_weights, torchvision_state
 from .model import ScoreResult
 from .search import NearestNeighbourIndex
 
@@ -149,7 +149,8 @@ class OriginalPatchCore:
         self.batch_size = batch_size
         state, self.weights_id = torchvision_state(name, weights_path, download_weights)
         net = getattr(torchvision.models, name)(weights=None)
-        net.load_state_dict(state, strict=True)
+        # The original's features stop at layer3; the head and layer4 are not needed.
+        load_resnet_weights(net, state, ("layer2", "layer3"), weights_path or self.weights_id)
         self.net = net.to(self.device)
         self._adapt_batch_norm()
         self.index = NearestNeighbourIndex(bank, self.device)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import file_sha256, package_versions, save_arrays, write_json
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, Geometry, build_backbone, feature_geometry
 from .coreset import greedy_coreset
 from .search import NearestNeighbourIndex
 from .volume import VolumeSettings, false_alarm_threshold, slab_crops, volume_maps, volume_scores
@@ -111,11 +111,23 @@ class PatchCore:
         self.index: NearestNeighbourIndex | None = None
         self.bank_groups: np.ndarray | None = None
         self.metadata: dict = {}
+        self._geometry: dict[tuple[int, int], tuple[list[Geometry], Geometry]] = {}
 
     # ---- features -------------------------------------------------------------------
     @property
     def feature_dim(self) -> int:
         return self.settings.feature_dim or sum(self.backbone_info.channels)
+
+    def geometry(self, size: tuple[int, int]) -> tuple[list[Geometry], Geometry]:
+        """Feature geometry for crops of ``size`` (H, W): every layer on the backbone's
+        input, and the patch grid (the first layer's) in crop pixels."""
+        key = (int(size[0]), int(size[1]))
+        if key not in self._geometry:
+            net_size = tuple(self.settings.input_size) if self.settings.input_size else key
+            layers = feature_geometry(self.backbone, net_size)
+            patch = layers[0].scaled((key[0] / net_size[0], key[1] / net_size[1]))
+            self._geometry[key] = (layers, patch)
+        return self._geometry[key]
 
     def _preprocess(self, crops: np.ndarray) -> torch.Tensor:
         # A copy: crops loaded from files are read-only, which torch does not accept.
@@ -130,13 +142,14 @@ class PatchCore:
     def _embed_batch(self, crops: np.ndarray) -> torch.Tensor:
         """[B, H, W] uint8 → [B, gh, gw, D] patch features on the stride-8 grid."""
         feats = self.backbone(self._preprocess(crops))
+        layers, _ = self.geometry(crops.shape[1:])
         grid = feats[0].shape[-2:]
         out = []
-        for f in feats:
+        for k, f in enumerate(feats):
             # Locally aware patches: each position sees its 3x3 neighbourhood.
             f = F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False)
-            if f.shape[-2:] != grid:
-                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            if k:
+                f = _resample(f, layers[k], layers[0], grid)
             out.append(f)
         x = torch.cat(out, 1).permute(0, 2, 3, 1)  # B, gh, gw, C
         if self.settings.feature_dim and self.settings.feature_dim < x.shape[-1]:
@@ -164,7 +177,8 @@ class PatchCore:
         t0 = time.perf_counter()
         features = self.embed(crops)
         n, gh, gw, d = features.shape
-        rows, cols = inner_patches((gh, gw), crops.shape[1:], context)
+        _, geo = self.geometry(crops.shape[1:])
+        rows, cols = inner_patches(geo, (gh, gw), crops.shape[1:], context)
         flat = features[:, rows, cols].reshape(-1, d)
         t1 = time.perf_counter()
         keep = np.sort(greedy_coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
@@ -183,6 +197,8 @@ class PatchCore:
             "layer_strides": list(self.backbone_info.strides),
             "feature_dim": int(d),
             "patch_grid": [int(gh), int(gw)],
+            # Receptive-field centre of patch (i, j): crop pixel (offset + step * (i, j)).
+            "patch_geometry": {"offset": list(geo.offset), "step": list(geo.step)},
             "crop_size": [int(crops.shape[1]), int(crops.shape[2])],
             "context": int(context),
             "input_size": list(self.settings.input_size) if self.settings.input_size else None,
@@ -282,13 +298,14 @@ class PatchCore:
             t0 = time.perf_counter()
             feats = self._embed_batch(crops[start:start + self.settings.batch_size])
             b, gh, gw, d = feats.shape
-            rows, cols = inner_patches((gh, gw), (h, w), context)
+            _, geo = self.geometry((h, w))
+            rows, cols = inner_patches(geo, (gh, gw), (h, w), context)
             inner = feats[:, rows, cols]
             t1 = time.perf_counter()
             patch = index.search(inner.reshape(-1, d).cpu().numpy()).reshape(b, *inner.shape[1:3])
             t2 = time.perf_counter()
             scores[start:start + b] = patch.reshape(b, -1).max(1)
-            maps[start:start + b] = patch_scores_to_maps(patch, (gh, gw), rows, cols, (h, w), context)
+            maps[start:start + b] = patch_scores_to_maps(patch, geo, rows, cols, (h, w), context)
             t_map += time.perf_counter() - t2
             t_embed += t1 - t0
             t_search += t2 - t1
@@ -356,34 +373,61 @@ class PatchCore:
                              f"trained with {self.metadata.get('context', 0)} px (crop_context)")
 
 
-def inner_patches(grid: tuple[int, int], size: tuple[int, int], context: int) -> tuple[slice, slice]:
-    """Rows and columns of the patch grid whose centres lie inside the ROI."""
+def _resample(f: torch.Tensor, geo: Geometry, target: Geometry, grid) -> torch.Tensor:
+    """A deeper layer's features [B, C, h, w] read at the centres of the target grid's cells.
+
+    Bilinear between this layer's own cell centres (so a stride-16 cell is read where
+    the stride-8 cell sits, not where a plain resize would put it), edge values beyond.
+    """
+    pos = []
+    for axis, n_src in ((1, f.shape[-1]), (0, f.shape[-2])):  # grid_sample wants (x, y)
+        u = (target.centres(axis, grid[axis]) - geo.offset[axis]) / geo.step[axis]
+        pos.append(torch.as_tensor(2 * u / max(n_src - 1, 1) - 1, dtype=f.dtype, device=f.device))
+    gy, gx = torch.meshgrid(pos[1], pos[0], indexing="ij")
+    where = torch.stack([gx, gy], -1).unsqueeze(0).expand(f.shape[0], -1, -1, -1)
+    return F.grid_sample(f, where, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def inner_patches(geometry: Geometry, grid: tuple[int, int], size: tuple[int, int], context: int
+                  ) -> tuple[slice, slice]:
+    """Rows and columns of the patch grid whose receptive-field centres lie inside the ROI."""
     out = []
-    for g, s in zip(grid, size):
-        centres = (np.arange(g) + 0.5) * s / g
-        keep = np.flatnonzero((centres >= context) & (centres < s - context))
+    for axis, (g, s) in enumerate(zip(grid, size)):
+        centres = geometry.centres(axis, g)
+        keep = np.flatnonzero((centres >= context - 0.5) & (centres < s - context - 0.5))
         if len(keep) == 0:
             raise ValueError(f"no patch centre inside the ROI: crop {size}, context {context}, grid {grid}")
         out.append(slice(int(keep[0]), int(keep[-1]) + 1))
     return out[0], out[1]
 
 
+def _placement(n_pixels: int, centres: np.ndarray) -> np.ndarray:
+    """[n_pixels, len(centres)] weights putting values at their centres, linear between, edge beyond."""
+    u = np.clip((np.arange(n_pixels) - centres[0]) / max(centres[1] - centres[0], 1e-9) if len(centres) > 1
+                else np.zeros(n_pixels), 0, len(centres) - 1)
+    lo = np.floor(u).astype(int)
+    hi = np.minimum(lo + 1, len(centres) - 1)
+    m = np.zeros((n_pixels, len(centres)), np.float32)
+    np.add.at(m, (np.arange(n_pixels), lo), (1 - (u - lo)).astype(np.float32))
+    np.add.at(m, (np.arange(n_pixels), hi), (u - lo).astype(np.float32))
+    return m
+
+
 def patch_scores_to_maps(
-    patch: np.ndarray, grid: tuple[int, int], rows: slice, cols: slice,
+    patch: np.ndarray, geometry: Geometry, rows: slice, cols: slice,
     size: tuple[int, int], context: int,
 ) -> np.ndarray:
     """Inner patch scores [B, r, c] → smoothed maps [B, h, w] over the ROI pixels.
 
-    The grid is completed by repeating its edge values over the context patches,
-    upsampled bilinearly to the whole crop, blurred (σ=4 px) and cut to the ROI.
+    Each score is placed on its patch's receptive-field centre (``geometry``),
+    interpolated linearly between centres and held beyond the outermost ones, over
+    the whole crop; then blurred (σ=4 px) and cut to the ROI.
     """
-    gh, gw = grid
-    pad = ((0, 0), (rows.start, gh - rows.stop), (cols.start, gw - cols.stop))
-    full = np.pad(patch.astype(np.float32), pad, mode="edge")
-    t = torch.from_numpy(full).unsqueeze(1)
-    up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
-    smooth = scipy.ndimage.gaussian_filter(up, sigma=(0, MAP_SIGMA, MAP_SIGMA))
     h, w = size
+    my = _placement(h, geometry.centres(0, rows.stop)[rows])
+    mx = _placement(w, geometry.centres(1, cols.stop)[cols])
+    up = np.einsum("hr,brc,wc->bhw", my, patch.astype(np.float32), mx, optimize=True)
+    smooth = scipy.ndimage.gaussian_filter(up, sigma=(0, MAP_SIGMA, MAP_SIGMA))
     return smooth[:, context:h - context, context:w - context].astype(np.float32)
 
 
@@ -419,4 +463,4 @@ def save_scores(path: str | Path, result: ScanScores, crop_set, model_id: str, v
     )
 
 
-__all__ = ["PatchCore", "PatchCoreSettings", "ScanScores", "ScoreResult", "patch_scores_to_maps", "save_scores"]
+__all__ = ["PatchCore", "PatchCoreSettings", "ScanScores", "ScoreResult", "inner_patches", "patch_scores_to_maps", "save_scores"]
