@@ -60,7 +60,8 @@ CANDIDATES = {
     "slab 5": {"volume": {"slab": 5}},
     "window 1": {"volume": {"window": 1}},
     "window 5": {"volume": {"window": 5}},
-    "coreset 10%": {"coreset_fraction": 0.1},
+    "coreset 1%": {"coreset_fraction": 0.01},
+    "pad counted": {"count_include_pad": True},
     "blocks.2+blocks.4": {"layers": ["blocks.2", "blocks.4"]},
     "input x2": {"input_scale": 2.0},
 }

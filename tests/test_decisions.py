@@ -43,10 +43,12 @@ def test_a_run_of_four_slices_is_a_crack_and_a_run_of_three_is_not():
     assert (d.detections.loc[d.detections["roi"] == "right", "crack_id"] != "").all()
 
 
-def test_a_missing_slice_neither_breaks_nor_pads_a_crack():
+def test_a_missing_slice_breaks_a_crack_unless_max_gap_allows_it_and_never_pads_one():
     rows = [(s, "left", 150, 500, 170, 510, 0.9) for s in (205, 206, 208, 209)]
-    observed = [s for s in SLICES if s != 207]  # 207 unreadable: not observed
+    observed = [s for s in SLICES if s != 207]  # 207 unreadable: not observed, the crack not seen there
     d = decide("rfdetr", SCAN, boxes(rows), observed, PATHS, TRACK)
+    assert d.verdict == "OK" and 207 not in set(d.slices["slice_index"])
+    d = decide("rfdetr", SCAN, boxes(rows), observed, PATHS, TrackingSettings(4, max_gap=1, link_margin=2))
     assert len(d.cracks) == 1 and d.cracks.iloc[0]["n_slices"] == 4
     assert 207 not in set(d.slices["slice_index"])
     # Observed but without a box, 207 is a gap: max_gap 0 splits the run.
@@ -139,3 +141,22 @@ def test_a_scan_without_volume_evidence_is_no_data_on_it_and_judged_on_raw_maps(
                         tmp_path / evidence)
         verdicts[evidence] = battery_table([scan], d.cracks, ["patchcore"], d.slices).iloc[0]["patchcore_verdict"]
     assert verdicts == {"volume": "NO DATA", "slice": "NG"}
+
+
+def test_a_scan_with_fewer_usable_slices_than_a_crack_needs_is_no_data(tmp_path):
+    """3 usable slices with min_consecutive_slices 4: a crack can never be confirmed, so the scan
+    is NO DATA (with its count of usable slices) in the battery table and the report, never OK."""
+    from anodect.report import _battery_rows
+
+    short = {**SCAN, "scan_id": "short"}
+    rows = [(s, "left", 700, 500, 720, 520, 0.9) for s in (205, 206, 207)]
+    d_short = decide("rfdetr", short, boxes(rows), [205, 206, 207], PATHS, TRACK)
+    d_full = decide("rfdetr", SCAN, boxes(rows[:1]), SLICES, PATHS, TRACK)
+    slices = pd.concat([d_short.slices, d_full.slices])
+    cracks = pd.concat([d_short.cracks, d_full.cracks])
+    table = battery_table([short, SCAN], cracks, ["rfdetr"], slices, min_slices=4)
+    assert table["rfdetr_verdict"].tolist() == ["NO DATA", "OK"]
+    assert table["rfdetr_slices"].tolist() == [3, len(SLICES)]
+    scores = pd.DataFrame({"scan_id": ["short", SCAN["scan_id"]], "rfdetr_score": [0.9, 0.9]})
+    html = _battery_rows(table, ["rfdetr"], None, scores)
+    assert "NO DATA (3 usable slices)" in html

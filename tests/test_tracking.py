@@ -45,12 +45,49 @@ def test_gaps_follow_max_gap():
     assert cracks_of(dets, settings=TrackingSettings(4, max_gap=1))[0] == []
 
 
-def test_a_missing_slice_neither_breaks_a_crack_nor_counts_as_a_gap():
+def test_a_missing_slice_is_a_gap_in_slice_numbers():
     dets = [det(s) for s in (205, 206, 208, 209)]
-    observed = [s for s in range(200, 231) if s != 207]  # 207 unreadable
-    cracks, obs = cracks_of(dets, observed=observed)
-    assert [c.slices for c in cracks] == [[205, 206, 208, 209]]
-    assert 207 not in anomalous_slices(cracks, obs)["s1"]
+    observed = [s for s in range(200, 231) if s != 207]  # 207 unreadable: the crack was not seen there
+    assert cracks_of(dets, observed=observed)[0] == []
+    cracks, obs = cracks_of(dets, observed=observed, settings=TrackingSettings(4, max_gap=1))
+    assert [c.slices for c in cracks] == [[205, 206, 208, 209]]  # 4 slices with the crack, the gap not counted
+    assert 207 not in anomalous_slices(cracks, obs)["s1"]  # in no table: it was never analysed
+    # Everything between 206 and 230 unreadable: the two ends are not neighbours.
+    dets = [det(s) for s in (205, 206, 230, 231)]
+    observed = [*range(200, 207), *range(230, 240)]
+    assert cracks_of(dets, observed=observed)[0] == []
+    assert cracks_of(dets, observed=observed, settings=TrackingSettings(4, max_gap=2))[0] == []
+    assert len(cracks_of(dets, observed=observed, settings=TrackingSettings(4, max_gap=23))[0]) == 1
+
+
+def test_gaps_are_counted_in_the_scans_own_slice_spacing():
+    # Every other slice exported: 200, 202, ... are neighbours; a missing 206 is a gap of one.
+    observed = list(range(200, 231, 2))
+    cracks, _ = cracks_of([det(s) for s in (202, 204, 206, 208)], observed=observed)
+    assert [c.slices for c in cracks] == [[202, 204, 206, 208]]
+    observed.remove(206)
+    assert cracks_of([det(s) for s in (202, 204, 208, 210)], observed=observed)[0] == []
+    assert len(cracks_of([det(s) for s in (202, 204, 208, 210)], observed=observed,
+                         settings=TrackingSettings(4, max_gap=1))[0]) == 1
+
+
+def test_a_box_touching_two_tracks_joins_them():
+    # Two branches of one crack (x 80 and x 120), three slices each at most, meet in slice 207.
+    dets = ([det(s, x=120, w=12) for s in (204, 205, 206)] + [det(s, x=80, w=12) for s in (205, 206)]
+            + [det(207, x=80, w=52)])
+    cracks, obs = cracks_of(dets)
+    assert [(c.slices, c.box()[0], c.box()[2]) for c in cracks] == [([204, 205, 206, 207], 80, 132)]
+    assert len(cracks[0].detections) == 6
+    # Linking is the same whatever order the boxes come in.
+    again, _ = cracks_of(list(reversed(dets)))
+    assert [(c.slices, len(c.detections)) for c in again] == [([204, 205, 206, 207], 6)]
+
+
+def test_a_forking_crack_stays_one_crack():
+    dets = [det(s, x=100) for s in (205, 206)] + [det(s, x=93) for s in (207, 208)] + \
+        [det(s, x=108) for s in (207, 208)]
+    cracks, _ = cracks_of(dets)
+    assert [(c.slices, len(c.detections)) for c in cracks] == [([205, 206, 207, 208], 6)]
 
 
 def test_two_cracks_in_one_roi_stay_apart():

@@ -130,22 +130,24 @@ class ScanDecision:
 
 
 def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], paths: dict[int, str],
-           settings: TrackingSettings) -> ScanDecision:
+           settings: TrackingSettings, listed: list[int] | None = None) -> ScanDecision:
     """Track one scan's boxes across slices and label its slices.
 
     Args:
         model: ``patchcore`` or ``rfdetr``.
         scan: sample-sheet record (scan_id, battery_id, axis).
         boxes: flagged boxes (``patchcore_boxes`` / ``rfdetr_boxes``).
-        observed: slice indices the model saw; gaps are counted in these.
+        observed: slice indices the model saw: the rows of the slice table.
         paths: slice index -> slice file, for the slice table.
         settings: linking and confirmation rules.
+        listed: every slice number of the scan, unreadable ones included (its slice
+            spacing); gaps are counted in slice numbers either way.
     """
     scan_id = scan["scan_id"]
     dets = [Detection(scan_id, r.roi, int(r.slice_index), float(r.x1), float(r.y1), float(r.x2), float(r.y2),
                       float(r.score)) for r in boxes.itertuples()]
     crop_score = {id(d): float(c) for d, c in zip(dets, boxes["crop_score"])}
-    tracks = link(dets, {scan_id: observed}, settings)
+    tracks = link(dets, {scan_id: sorted(set(observed) | set(listed or []))}, settings)
     cracks = confirm(tracks, settings)
     crack_of = {id(d): t.crack_id for t in cracks for d in t.detections}
     ident = {"model": model, "scan_id": scan_id, "battery_id": scan.get("battery_id", ""),
@@ -243,7 +245,7 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
             observed = []
     else:
         boxes = rfdetr_boxes(read_table(model_output), settings)
-    decision = decide(model, scan, boxes, observed, paths, settings.tracking)
+    decision = decide(model, scan, boxes, observed, paths, settings.tracking, listed=list(paths))
     out_dir = Path(out_dir)
     write_table(out_dir / "detections.csv", decision.detections)
     write_table(out_dir / "cracks.csv", decision.cracks)
@@ -255,21 +257,24 @@ NO_DATA = "NO DATA"
 
 
 def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
-                  slices: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per inspected scan: each model's verdict and number of confirmed cracks.
+                  slices: pd.DataFrame | None = None, min_slices: int = 1) -> pd.DataFrame:
+    """One row per inspected scan: each model's verdict, confirmed cracks and usable slices.
 
-    A scan that none of a model's slice rows cover (no usable slice) is ``NO DATA``
-    for that model, never OK.
+    A scan with fewer of a model's slice rows (usable slices) than ``min_slices``
+    (``decisions.min_consecutive_slices``) could never show a confirmed crack: it is
+    ``NO DATA`` for that model, never OK.
     """
     rows = []
-    seen = None if slices is None else set(zip(slices["model"], slices["scan_id"]))
+    usable = None if slices is None else slices.groupby(["model", "scan_id"]).size().to_dict()
     for scan in scans:
         row = {k: scan[k] for k in ("scan_id", "battery_id", "axis")}
         for m in models:
             n = int(((cracks["model"] == m) & (cracks["scan_id"] == scan["scan_id"])).sum()) if len(cracks) else 0
             row[f"{m}_verdict"] = "NG" if n else "OK"
-            if seen is not None and (m, scan["scan_id"]) not in seen:
-                row[f"{m}_verdict"] = NO_DATA
+            if usable is not None:
+                row[f"{m}_slices"] = int(usable.get((m, scan["scan_id"]), 0))
+                if not n and row[f"{m}_slices"] < max(min_slices, 1):
+                    row[f"{m}_verdict"] = NO_DATA
             row[f"{m}_cracks"] = n
         if len(models) == 2:
             row["agree"] = row[f"{models[0]}_verdict"] == row[f"{models[1]}_verdict"]
@@ -277,7 +282,8 @@ def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
     return pd.DataFrame(rows)
 
 
-def summarise(tables: dict[str, list[str]], scans: list[dict], models: list[str], outputs: dict[str, str]) -> None:
+def summarise(tables: dict[str, list[str]], scans: list[dict], models: list[str], outputs: dict[str, str],
+              min_slices: int = 1) -> None:
     """Concatenate the per-scan decision tables of every model and add the battery table.
 
     Args:
@@ -285,10 +291,11 @@ def summarise(tables: dict[str, list[str]], scans: list[dict], models: list[str]
         scans: sample-sheet records of the inspected scans.
         models: the run's models, in report order.
         outputs: the same three names plus ``batteries`` -> output paths.
+        min_slices: ``decisions.min_consecutive_slices``: fewer usable slices is NO DATA.
     """
     from .io import read_table, write_table
 
     joined = {name: pd.concat([read_table(p) for p in paths], ignore_index=True) for name, paths in tables.items()}
     for name, table in joined.items():
         write_table(outputs[name], table)
-    write_table(outputs["batteries"], battery_table(scans, joined["cracks"], models, joined["slices"]))
+    write_table(outputs["batteries"], battery_table(scans, joined["cracks"], models, joined["slices"], min_slices))

@@ -3,20 +3,27 @@
 A crack in a cylindrical cell runs along the axis, so it shows in consecutive axial
 slices at nearly the same place. Boxes of the same scan and ROI are linked when they
 overlap (after growing each by ``link_margin`` pixels, so a crack whose box shifts a
-little from slice to slice stays one crack) and when at most ``max_gap`` observed
-slices without a linked box lie between them. A track becomes a confirmed crack when
-at least ``min_consecutive_slices`` slices carry one of its boxes (4 by default, the
-original tool's rule).
+little from slice to slice stays one crack) and when at most ``max_gap`` slices
+without a linked box lie between them. Gaps are counted in slice numbers (in steps of
+the scan's slice spacing): a slice missing from the scan (unreadable, or absent from
+disk) is a slice where the crack was not seen, so it breaks a run unless ``max_gap``
+allows it. A box that overlaps two open tracks joins them (a crack that forks, or two
+ends of one crack that meet), so a branching crack is one crack, not two short ones.
+
+A track becomes a confirmed crack when at least ``min_consecutive_slices`` slices
+carry one of its boxes (4 by default, the original tool's rule); with ``max_gap > 0``
+that still means 4 slices with the crack seen, the gaps between them not counted.
 
 Unlike the original tool (original-tool.md §4–5), an isolated detection is never
 emitted later as part of another run, a slice is either in a confirmed crack or not
-(never both), runs of any length are kept whole, and a slice that is missing from
-the scan (unreadable, or absent from disk) neither breaks a crack nor counts as a gap.
+(never both), and runs of any length are kept whole.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from functools import reduce
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class Detection:
     score: float
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two tracks with the same boxes are still two tracks
 class Track:
     """Boxes linked across slices; a crack once it is long enough."""
 
@@ -93,13 +100,22 @@ def _overlap(a: Detection, b: Detection, margin: float) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
+def slice_step(slices) -> int:
+    """A scan's slice spacing in slice numbers: the greatest common divisor of the
+    differences between its slice numbers (1 for a usual scan, 2 when only every other
+    slice was exported)."""
+    numbers = sorted(set(int(s) for s in slices))
+    return reduce(math.gcd, (b - a for a, b in zip(numbers, numbers[1:])), 0) or 1
+
+
 def link(detections: list[Detection], observed: dict[str, list[int]], settings: TrackingSettings) -> list[Track]:
     """Link detections into tracks, scan by scan and ROI by ROI.
 
     Args:
         detections: boxes above the decision threshold, any order.
-        observed: per scan, the slice indices that were actually analysed; gaps
-            are counted in these, so a missing slice is not a gap.
+        observed: per scan, the slice numbers of the scan (those analysed, and any
+            listed but unreadable); they give the scan's slice spacing. Gaps are
+            counted in slice numbers, so a slice missing from the scan is a gap.
         settings: linking and confirmation rules.
 
     Returns:
@@ -110,29 +126,44 @@ def link(detections: list[Detection], observed: dict[str, list[int]], settings: 
         by_key.setdefault((d.scan_id, d.roi), []).append(d)
     tracks: list[Track] = []
     for (scan_id, roi), dets in sorted(by_key.items()):
-        slices = sorted(set(observed.get(scan_id, [])) | {d.slice_index for d in dets})
-        position = {s: i for i, s in enumerate(slices)}
+        step = slice_step(set(observed.get(scan_id, [])) | {d.slice_index for d in dets})
         by_slice: dict[int, list[Detection]] = {}
         for d in sorted(dets, key=lambda d: (d.slice_index, d.x1, d.y1, -d.score)):
             by_slice.setdefault(d.slice_index, []).append(d)
         open_tracks: list[Track] = []
-        for s in slices:
-            # Tracks whose last box lies more than max_gap observed slices back are closed.
-            open_tracks = [t for t in open_tracks if position[s] - position[t.last_slice] - 1 <= settings.max_gap]
+        for s in sorted(by_slice):
+            # Tracks whose last box lies more than max_gap slices back are closed.
+            open_tracks = [t for t in open_tracks if (s - t.last_slice) // step - 1 <= settings.max_gap]
             # Each detection is compared with the boxes its candidate tracks had
             # before this slice, so two boxes in one slice do not chain each other.
             reference = [(t, t.last_boxes()) for t in open_tracks]
-            for d in by_slice.get(s, []):
-                best, best_overlap = None, 0.0
+            merged_into: dict[int, Track] = {}
+
+            def current(t: Track) -> Track:
+                while id(t) in merged_into:
+                    t = merged_into[id(t)]
+                return t
+
+            for d in by_slice[s]:
+                hits = []
                 for t, boxes in reference:
-                    ov = max(_overlap(d, c, settings.link_margin) for c in boxes)
-                    if ov > best_overlap:
-                        best, best_overlap = t, ov
-                if best is None:
-                    best = Track(scan_id, roi)
-                    open_tracks.append(best)
-                    tracks.append(best)
-                best.detections.append(d)
+                    t = current(t)
+                    if t not in hits and max(_overlap(d, c, settings.link_margin) for c in boxes) > 0:
+                        hits.append(t)
+                if not hits:
+                    track = Track(scan_id, roi)
+                    open_tracks.append(track)
+                    tracks.append(track)
+                else:
+                    # The box joins every track it touches: the earliest keeps the others' boxes.
+                    hits.sort(key=lambda t: (t.first_slice, tracks.index(t)))
+                    track = hits[0]
+                    for other in hits[1:]:
+                        track.detections.extend(other.detections)
+                        merged_into[id(other)] = track
+                        tracks.remove(other)
+                        open_tracks.remove(other)
+                track.detections.append(d)
     tracks.sort(key=lambda t: (t.scan_id, t.roi, t.first_slice, t.box()))
     return tracks
 
@@ -151,7 +182,8 @@ def anomalous_slices(cracks: list[Track], observed: dict[str, list[int]]) -> dic
     """Per scan, the observed slices from first to last slice of each confirmed crack.
 
     A slice inside a crack's span where the model missed the box (an allowed gap)
-    is part of the crack: the crack runs through it.
+    is part of the crack: the crack runs through it. A slice missing from the scan
+    is in no table, so it is not listed.
     """
     out: dict[str, set[int]] = {}
     for t in cracks:

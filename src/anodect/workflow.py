@@ -176,7 +176,8 @@ def patchcore_model_files(config: dict) -> list[str]:
 # Keys that shape a trained model, and keys that only say how to run one. Threads
 # and the model choice stay out of both: changing them must not rerun a job.
 _TRAIN_KEYS = ("backbone", "layers", "weights_path", "download_weights", "feature_dim", "input_size",
-               "coreset_fraction", "projection_dim", "batch_size", "seed", "device", "volume", "false_alarm_rate")
+               "coreset_fraction", "projection_dim", "count_include_pad", "batch_size", "seed", "device", "volume",
+               "false_alarm_rate")
 _SCORE_KEYS = ("weights_path", "download_weights", "batch_size", "device")
 
 

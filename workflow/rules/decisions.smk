@@ -106,5 +106,6 @@ rule summarise:
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
         models=aw.models(config),
+        min_slices=config["decisions"]["min_consecutive_slices"],
     script:
         "../scripts/summarise.py"

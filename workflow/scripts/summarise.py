@@ -10,4 +10,5 @@ summarise(
     snakemake.params.scans,
     snakemake.params.models,
     {name: getattr(snakemake.output, name) for name in (*names, "batteries")},
+    snakemake.params.min_slices,
 )

@@ -54,6 +54,7 @@ class PatchCoreSettings:
     input_size: tuple[int, int] | None = None
     coreset_fraction: float = 0.1
     projection_dim: int = 128
+    count_include_pad: bool = False
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
@@ -147,7 +148,9 @@ class PatchCore:
         out = []
         for k, f in enumerate(feats):
             # Locally aware patches: each position sees its 3x3 neighbourhood.
-            f = F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False)
+            # count_include_pad: whether the zero padding at the map's edge counts in the
+            # average (PatchCore's reference code: yes); config/README says which and why.
+            f = F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=self.settings.count_include_pad)
             if k:
                 f = _resample(f, layers[k], layers[0], grid)
             out.append(f)
@@ -204,6 +207,7 @@ class PatchCore:
             "input_size": list(self.settings.input_size) if self.settings.input_size else None,
             "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "scale": "1/255"},
             "neighbourhood": 3,
+            "count_include_pad": bool(self.settings.count_include_pad),
             "score": "squared L2 distance to the nearest memory-bank vector (k=1); image score = max patch score",
             "map_sigma": MAP_SIGMA,
             "coreset_fraction": self.settings.coreset_fraction,
@@ -349,7 +353,7 @@ class PatchCore:
             feature_dim=meta["feature_dim"] if meta["feature_dim"] < sum(meta["layer_channels"]) else None,
             input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
             coreset_fraction=meta["coreset_fraction"], projection_dim=meta["projection_dim"],
-            batch_size=batch_size, seed=meta["seed"])
+            count_include_pad=bool(meta.get("count_include_pad", False)), batch_size=batch_size, seed=meta["seed"])
         model = cls(settings, device)
         if model.backbone_info.weights_id != meta["weights_id"]:
             raise ValueError(
