@@ -41,7 +41,7 @@ def build_run(tmp: Path, training: dict) -> dict:
                                    & (truth.boxes["roi"] == name)]
                 for b in here.itertuples():
                     scores[p, k] = 100.0
-                    maps[p, k, b.y1 - y0:b.y2 - y0 + 1, b.x1 - x0:b.x2 - x0 + 1] = 100.0
+                    maps[p, k, b.y1 - y0:b.y2 - y0, b.x1 - x0:b.x2 - x0] = 100.0
                 preds.append({"scan_id": sid, "slice_index": int(index), "roi": str(name), "x1": float(x0),
                               "y1": float(y0), "x2": float(x1), "y2": float(y1), "confidence": 0.9, "class_id": 0,
                               "model_id": "all-ng"})

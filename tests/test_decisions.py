@@ -91,7 +91,7 @@ def test_patchcore_flags_by_crop_score_and_never_drops_a_flagged_crop(tmp_path):
     assert observed == [205, 206]
     assert found[["slice_index", "roi"]].values.tolist() == [[205, "left"], [206, "right"]]
     first = found.iloc[0]
-    assert (first["x1"], first["y1"], first["x2"], first["y2"]) == (105, 410, 119, 412)
+    assert (first["x1"], first["y1"], first["x2"], first["y2"]) == (105, 410, 120, 413)  # corners of 10:13, 5:20
     assert first["score"] == pytest.approx(6.0)
     last = found.iloc[1]
     assert last["x1"] <= 730 <= last["x2"] and last["y1"] <= 420 <= last["y2"]
@@ -108,7 +108,8 @@ def test_ai_results_csvs_have_the_original_headers_byte_for_byte():
     assert len(log.splitlines()) == 5
     det = files["B1 cell_detected.csv"].decode("utf-8")
     assert det.startswith("file_name,xmin,ymin,xmax,ymax,L,P,E\r\n")
-    assert det.splitlines()[1] == "[B1] cell_負極_0209.png,750,500,770,510,1,,"
+    # Inclusive pixel bounds, as the original's PatchCore wrote them: pixels 750..770 and 500..509.
+    assert det.splitlines()[1] == "[B1] cell_負極_0209.png,750,500,770,509,1,,"
 
 
 def test_battery_table_gives_both_verdicts():

@@ -73,19 +73,19 @@ def test_agreement_counts_and_kappa():
 
 def test_coco_box_ap_on_known_boxes():
     images = pd.DataFrame({"scan_id": ["S"] * 3, "slice_index": [1, 2, 3]})
-    truth = pd.DataFrame([("S", 1, "left", 10, 10, 19, 13), ("S", 2, "left", 30, 5, 39, 8)],
+    truth = pd.DataFrame([("S", 1, "left", 10, 10, 20, 14), ("S", 2, "left", 30, 5, 40, 9)],
                          columns=["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2"])
     perfect = truth.assign(score=0.9)
-    assert coco_box_ap(truth, perfect, images, inclusive=True)["ap"] == pytest.approx(1.0)
-    # The same boxes as continuous corners are one pixel short: still a match at IoU 0.5, not at 0.95.
-    short = coco_box_ap(truth, perfect, images, inclusive=False)
+    assert coco_box_ap(truth, perfect, images)["ap"] == pytest.approx(1.0)
+    # One pixel short on each side (what mixing inclusive and corner boxes did): a match at IoU 0.5 only.
+    short = coco_box_ap(truth, perfect.assign(x2=perfect["x2"] - 1, y2=perfect["y2"] - 1), images)
     assert short["ap50"] == pytest.approx(1.0) and short["ap"] < 1.0
     far = perfect.assign(x1=perfect["x1"] + 100, x2=perfect["x2"] + 100)
-    assert coco_box_ap(truth, far, images, inclusive=True)["ap50"] == 0.0
+    assert coco_box_ap(truth, far, images)["ap50"] == 0.0
     # A false box on a clean slice ranked above the true ones halves the precision at the first recall step.
     noisy = pd.concat([perfect, pd.DataFrame([("S", 3, "left", 0, 0, 5, 5, 0.95)], columns=perfect.columns)])
-    assert coco_box_ap(truth, noisy, images, inclusive=True)["ap50"] < 1.0
-    assert coco_box_ap(truth.iloc[:0], perfect, images, inclusive=True)["ap"] is None
+    assert coco_box_ap(truth, noisy, images)["ap50"] < 1.0
+    assert coco_box_ap(truth.iloc[:0], perfect, images)["ap"] is None
 
 
 def _inspected(tiny_training):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from anodect.regions import regions_from_map
 
@@ -36,6 +37,37 @@ def test_small_specks_are_ignored_and_boxes_shift_to_the_slice():
     m[2, 2] = 9  # a single pixel
     m[10:14, 10:15] = 9
     regions = regions_from_map(m, score=9, threshold=5, min_area=4)
-    assert [(r.x1, r.y1, r.x2, r.y2, r.area) for r in regions] == [(10, 10, 14, 13, 20)]
+    # Corners: pixels 10..14 across and 10..13 down, as the numpy slice m[10:14, 10:15] says.
+    assert [(r.x1, r.y1, r.x2, r.y2, r.area) for r in regions] == [(10, 10, 15, 14, 20)]
     s = regions[0].shifted(127, 448)
-    assert (s.x1, s.y1, s.x2, s.y2) == (137, 458, 141, 461)
+    assert (s.x1, s.y1, s.x2, s.y2) == (137, 458, 142, 462)
+
+
+def test_one_box_convention_for_both_models_the_truth_and_the_metrics():
+    """The same pixels are the same box whichever side made it: a PatchCore region, an RF-DETR
+    box (corners) and a true box from the generator match exactly (IoU 1, AP 1), and the
+    original's CSV gets those pixels as inclusive bounds. A one-pixel mix-up costs a 3 px wide
+    crack a quarter of its IoU."""
+    import pandas as pd
+
+    from anodect.evaluation import coco_box_ap, iou_3d
+    from anodect.generator import crack_box
+    from anodect.render import inclusive_pixels
+
+    m = np.zeros((40, 40), np.float32)
+    m[12:30, 20:23] = 9  # a crack 3 px wide, 18 px long: x 20..22, y 12..29
+    (region,) = regions_from_map(m, score=9, threshold=5)
+    patchcore = (region.x1, region.y1, region.x2, region.y2)
+    rfdetr = (20.0, 12.0, 23.0, 30.0)  # what a detector trained on COCO-style boxes says
+    truth = crack_box(np.array([[20.0, 12.0], [22.0, 12.0], [22.0, 29.0], [20.0, 29.0]]), 40)
+    assert patchcore == rfdetr == truth
+    assert iou_3d((*patchcore, 5, 8), (*truth, 5, 8)) == pytest.approx(1.0)
+    images = pd.DataFrame({"scan_id": ["s"], "slice_index": [5]})
+    boxes = pd.DataFrame([{"scan_id": "s", "slice_index": 5, "roi": "left", "x1": truth[0], "y1": truth[1],
+                           "x2": truth[2], "y2": truth[3]}])
+    for box in (patchcore, rfdetr):
+        found = pd.DataFrame([{"scan_id": "s", "slice_index": 5, "x1": box[0], "y1": box[1], "x2": box[2],
+                               "y2": box[3], "score": 0.9}])
+        assert coco_box_ap(boxes, found, images)["ap"] == pytest.approx(1.0)
+    assert inclusive_pixels(*patchcore) == (20, 12, 22, 29)
+    assert inclusive_pixels(20.4, 12.0, 22.6, 29.5) == (20, 12, 22, 29)

@@ -19,7 +19,7 @@ def _annotated(tt):
 
 
 def _truth_in_crops(tt):
-    """The generator's truth boxes (inclusive pixels) as crop boxes (exclusive max)."""
+    """The generator's truth boxes as crop boxes (both corners, exclusive max)."""
     truth = pd.read_csv(tt["root"] / "truth" / "boxes.csv")
     truth = truth[(truth["split"] == "train_defect") & truth["slice_index"].between(204, 211)]
     rois = {r["name"]: r for r in tt["rois"]}
@@ -28,7 +28,7 @@ def _truth_in_crops(tt):
         roi = rois[row.roi]
         x0, y0 = roi["x_min"] - 16, roi["y_min"] - 16
         box = (max(row.x1, roi["x_min"]) - x0, max(row.y1, roi["y_min"]) - y0,
-               min(row.x2 + 1, roi["x_max"]) - x0, min(row.y2 + 1, roi["y_max"]) - y0)
+               min(row.x2, roi["x_max"]) - x0, min(row.y2, roi["y_max"]) - y0)
         out.setdefault((row.battery_id, row.slice_index, row.roi), []).append(box)
     return out
 

@@ -155,7 +155,7 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
         scores[scores["model"] == m], true_ng, int(run.params["min_consecutive_slices"]))
     boxes = all_boxes(run)
     images = rows[["scan_id", "slice_index"]]
-    out["boxes"] = ev.coco_box_ap(truth.boxes, boxes, images, inclusive=m == "patchcore")
+    out["boxes"] = ev.coco_box_ap(truth.boxes, boxes, images)
     return out
 
 

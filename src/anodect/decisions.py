@@ -56,7 +56,7 @@ EVIDENCE_ARRAYS = {"slice": ("scores", "maps"), "volume": ("volume_scores", "vol
 
 
 def patchcore_boxes(scores_path: str | Path, settings: DecisionSettings) -> tuple[pd.DataFrame, list[int]]:
-    """Boxes of every flagged crop of one scan's score file, full-slice pixels (inclusive).
+    """Boxes of every flagged crop of one scan's score file, full-slice corners (``anodect.regions``).
 
     Returns:
         The boxes (slice_index, roi, x1, y1, x2, y2, score, crop_score) and the slices scored.

@@ -36,7 +36,7 @@ CROP_SCORE_COLUMNS = ["model", "scan_id", "slice_index", "roi", "score"]
 
 @dataclass
 class Truth:
-    """Ground truth of the inspected scans; boxes and slice ranges are inclusive pixels and slices."""
+    """Ground truth of the inspected scans: boxes as corners (``anodect.regions``), slice ranges inclusive."""
 
     slices: pd.DataFrame  # scan_id, slice_index, cracked (bool): every slice the truth covers
     boxes: pd.DataFrame  # TRUTH_BOX_COLUMNS: one row per true crack per slice
@@ -123,7 +123,7 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
         dx, dy = x0 - crops.context, y0 - crops.context
         bx1, by1, bx2, by2 = a.box
         box_rows.append({"scan_id": a.scan_id, "slice_index": a.slice_index, "roi": str(crops.roi_names[a.roi]),
-                         "x1": bx1 + dx, "y1": by1 + dy, "x2": bx2 - 1 + dx, "y2": by2 - 1 + dy})
+                         "x1": bx1 + dx, "y1": by1 + dy, "x2": bx2 + dx, "y2": by2 + dy})
         cracked.add((a.scan_id, a.slice_index))
     for s in annotated:
         for index in s.crops.slice_indices:
@@ -241,13 +241,14 @@ def slice_metrics(labels, scores, flagged) -> dict:
 
 
 def iou_3d(a, b) -> float:
-    """IoU of two boxes (x1, y1, x2, y2, z1, z2), all bounds inclusive (pixels and slices)."""
+    """IoU of two boxes (x1, y1, x2, y2, z1, z2): pixel corners (``anodect.regions``) and
+    first/last slice (inclusive: a crack in slices 5..8 is 4 slices deep)."""
     inter = 1.0
     union_a = union_b = 1.0
-    for lo, hi in ((0, 2), (1, 3), (4, 5)):
-        inter *= max(0.0, min(a[hi], b[hi]) - max(a[lo], b[lo]) + 1)
-        union_a *= a[hi] - a[lo] + 1
-        union_b *= b[hi] - b[lo] + 1
+    for lo, hi, extra in ((0, 2, 0), (1, 3, 0), (4, 5, 1)):
+        inter *= max(0.0, min(a[hi], b[hi]) - max(a[lo], b[lo]) + extra)
+        union_a *= a[hi] - a[lo] + extra
+        union_b *= b[hi] - b[lo] + extra
     return inter / (union_a + union_b - inter) if inter else 0.0
 
 
@@ -337,16 +338,14 @@ def agreement(a: pd.Series, b: pd.Series) -> dict:
     return {**counts, "kappa": float(kappa) if np.isfinite(kappa) else None}
 
 
-def coco_box_ap(truth_boxes: pd.DataFrame, predicted: pd.DataFrame, images: pd.DataFrame,
-                inclusive: bool) -> dict:
+def coco_box_ap(truth_boxes: pd.DataFrame, predicted: pd.DataFrame, images: pd.DataFrame) -> dict:
     """COCO box AP of one model's per-slice boxes against the true boxes, by pycocotools.
 
     Args:
-        truth_boxes: TRUTH_BOX_COLUMNS, inclusive pixels.
+        truth_boxes: TRUTH_BOX_COLUMNS.
         predicted: scan_id, slice_index, x1, y1, x2, y2, score.
         images: scan_id, slice_index of every evaluated slice (one COCO image each).
-        inclusive: True when the predicted boxes are inclusive pixel bounds (PatchCore
-            regions), False for continuous corners (RF-DETR).
+        Boxes of both are corners (``anodect.regions``), as COCO's are.
 
     Returns:
         AP over IoU 0.50:0.95 (the COCO figure), AP at IoU 0.5 and at 0.25 (cracks are
@@ -364,13 +363,12 @@ def coco_box_ap(truth_boxes: pd.DataFrame, predicted: pd.DataFrame, images: pd.D
     gt = {"images": [{"id": n} for n in ids.values()], "categories": [{"id": 1, "name": "crack"}],
           "annotations": []}
     for n, b in enumerate(truth_boxes.itertuples(), start=1):
-        w, h = b.x2 - b.x1 + 1, b.y2 - b.y1 + 1
+        w, h = b.x2 - b.x1, b.y2 - b.y1
         gt["annotations"].append({"id": n, "image_id": ids[(b.scan_id, int(b.slice_index))], "category_id": 1,
                                   "bbox": [float(b.x1), float(b.y1), float(w), float(h)],
                                   "area": float(w * h), "iscrowd": 0})
-    pad = 1.0 if inclusive else 0.0
     dets = [{"image_id": ids[(p.scan_id, int(p.slice_index))], "category_id": 1,
-             "bbox": [float(p.x1), float(p.y1), float(p.x2 - p.x1 + pad), float(p.y2 - p.y1 + pad)],
+             "bbox": [float(p.x1), float(p.y1), float(p.x2 - p.x1), float(p.y2 - p.y1)],
              "score": float(p.score)}
             for p in predicted.itertuples() if (p.scan_id, int(p.slice_index)) in ids]
     if not dets:

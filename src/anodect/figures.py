@@ -190,7 +190,7 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
         crops: the scan's ``CropSet``.
         maps: the scan's PatchCore maps [slice, roi, h, w], or None without PatchCore.
         predictions: the scan's RF-DETR predictions (full-slice pixels), or None.
-        truth_boxes: the scan's true boxes (full-slice pixels, inclusive).
+        truth_boxes: the scan's true boxes (full-slice corners, ``anodect.regions``).
     """
     pos = int(np.flatnonzero(crops.slice_indices == int(item["slice_index"]))[0])
     r = [str(n) for n in crops.roi_names].index(str(item["roi"]))
@@ -210,8 +210,9 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
             here = truth_boxes[(truth_boxes["slice_index"] == int(item["slice_index"]))
                                & (truth_boxes["roi"] == str(item["roi"]))]
             for _, b in here.iterrows():
-                ax.add_patch(Rectangle((b["x1"] - ox - 0.5, b["y1"] - oy - 0.5), b["x2"] - b["x1"] + 1,
-                                       b["y2"] - b["y1"] + 1, fill=False, ec=COLOURS["truth"], lw=1.5))
+                # Corners on pixel edges; imshow centres pixel j on j, so edges sit at j - 0.5.
+                ax.add_patch(Rectangle((b["x1"] - ox - 0.5, b["y1"] - oy - 0.5), b["x2"] - b["x1"],
+                                       b["y2"] - b["y1"], fill=False, ec=COLOURS["truth"], lw=1.5))
             has = item.get("truth")
             label = "no truth" if pd.isna(has) else ("true crack" if bool(has) else "no crack")
             ax.set_title(f"slice {int(item['slice_index'])}, {item['roi']}: {label}", fontsize=8)
@@ -230,7 +231,7 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
                 above = b["confidence"] > t
                 if not above and k >= 3:
                     continue  # the three best boxes below the threshold show what the model nearly said
-                ax.add_patch(Rectangle((b["x1"] - ox, b["y1"] - oy), b["x2"] - b["x1"], b["y2"] - b["y1"],
+                ax.add_patch(Rectangle((b["x1"] - ox - 0.5, b["y1"] - oy - 0.5), b["x2"] - b["x1"], b["y2"] - b["y1"],
                                        fill=False, ec="red" if above else COLOURS["rfdetr"], lw=1.4 if above else 0.8,
                                        ls="-" if above else "--"))
                 ax.text(b["x1"] - ox, b["y1"] - oy - 1, f"{b['confidence']:.2f}", color="white", fontsize=6,

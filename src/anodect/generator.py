@@ -444,11 +444,12 @@ class CellRenderer:
 
 
 def crack_box(polygon: np.ndarray, image_size: int) -> tuple[int, int, int, int]:
-    """Integer (x1, y1, x2, y2) box around a polygon, inclusive of its border pixels."""
+    """Integer box around a polygon: corners (x1, y1, x2, y2), pixels x1..x2-1 and y1..y2-1 (the
+    project's box convention, ``anodect.regions``), covering every pixel the polygon touches."""
     x1, y1 = np.floor(polygon.min(axis=0)).astype(int)
     x2, y2 = np.ceil(polygon.max(axis=0)).astype(int)
     clip = lambda v: int(min(max(v, 0), image_size - 1))
-    return clip(x1), clip(y1), clip(x2), clip(y2)
+    return clip(x1), clip(y1), clip(x2) + 1, clip(y2) + 1
 
 
 def _render_cell(args: tuple[CellSpec, str]) -> list[dict]:

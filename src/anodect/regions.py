@@ -18,7 +18,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Region:
-    """A box in ROI pixel coordinates (inclusive) with the map values inside it."""
+    """A box in ROI pixel coordinates with the map values inside it.
+
+    Boxes follow the project's one convention, that of COCO, torchvision and RF-DETR:
+    corners ``(x1, y1, x2, y2)`` on pixel edges, pixel ``j`` spanning ``[j, j + 1)``,
+    so a region of pixels 10..12 is ``x1 = 10, x2 = 13`` and its width is ``x2 - x1``.
+    Every box table (detections, cracks, truth) uses it; only the original tool's
+    ``AI_RESULTS`` CSVs are written as inclusive pixel bounds, as the original wrote them.
+    """
 
     x1: int
     y1: int
@@ -41,7 +48,7 @@ def _components(mask: np.ndarray, values: np.ndarray, min_area: int) -> list[Reg
         if area < min_area:
             continue
         inside = values[labels == k]
-        regions.append(Region(int(x), int(y), int(x + w - 1), int(y + h - 1), float(inside.max()),
+        regions.append(Region(int(x), int(y), int(x + w), int(y + h), float(inside.max()),
                               float(inside.mean()), int(area)))
     return sorted(regions, key=lambda r: -r.peak)
 
@@ -69,5 +76,5 @@ def regions_from_map(anomaly_map: np.ndarray, score: float, threshold: float, ma
         peak = float(values.max())
         regions = _components(values >= 0.5 * peak, values, 1)
         y, x = np.unravel_index(int(values.argmax()), values.shape)
-        regions = [r for r in regions if r.x1 <= x <= r.x2 and r.y1 <= y <= r.y2][:1]
+        regions = [r for r in regions if r.x1 <= x < r.x2 and r.y1 <= y < r.y2][:1]
     return regions

@@ -39,7 +39,7 @@ def draw(image: np.ndarray, boxes: pd.DataFrame, class_label: str, thickness: in
     if not len(boxes):
         return bgr
     confirmed = boxes["crack_id"].fillna("").astype(str) != ""
-    # Boxes are inclusive pixels; supervision draws corner to corner.
+    # Boxes are corners on pixel edges (anodect.regions), what supervision draws.
     xyxy = boxes[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
     dets = sv.Detections(xyxy=xyxy, confidence=boxes["score"].to_numpy(np.float32),
                          class_id=np.where(confirmed, 0, 1))
@@ -87,6 +87,14 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
     return counts
 
 
+def inclusive_pixels(x1: float, y1: float, x2: float, y2: float) -> tuple[int, int, int, int]:
+    """Corners -> the first and last pixel covered on each axis (at least one pixel)."""
+    import math
+
+    px1, py1 = math.floor(x1), math.floor(y1)
+    return px1, py1, max(px1, math.ceil(x2) - 1), max(py1, math.ceil(y2) - 1)
+
+
 def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\r\n")
@@ -97,15 +105,19 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
 
 def ai_results(battery: str, slices: pd.DataFrame, detections: pd.DataFrame) -> dict[str, bytes]:
     """The original's two CSVs for one battery, as bytes: ``<battery>_log.csv`` (one row per
-    anomaly image) and ``<battery>_detected.csv`` (one row per box of a confirmed crack,
-    corners truncated to int as the original did)."""
+    anomaly image) and ``<battery>_detected.csv`` (one row per box of a confirmed crack).
+
+    ``xmin..xmax`` and ``ymin..ymax`` are the inclusive pixel bounds the original's PatchCore
+    wrote (its box was the min and max pixel of a cluster): our corners converted once, here,
+    as the first and last pixel the box covers.
+    """
     name = battery.replace("/", "").replace("[", "").replace("]", "")
     anomaly = slices[slices["anomaly"].astype(bool)].sort_values("slice_index")
     log_rows = [[f"{Path(p).stem}.png", "NG", 1, "", ""] for p in anomaly["path"]]
     stems = {int(r.slice_index): f"{Path(r.path).stem}.png" for r in anomaly.itertuples()}
     confirmed = detections[(detections["crack_id"].fillna("").astype(str) != "")
                            & detections["slice_index"].isin(stems)].sort_values(["slice_index", "roi"])
-    det_rows = [[stems[int(r.slice_index)], int(r.x1), int(r.y1), int(r.x2), int(r.y2), 1, "", ""]
+    det_rows = [[stems[int(r.slice_index)], *inclusive_pixels(r.x1, r.y1, r.x2, r.y2), 1, "", ""]
                 for r in confirmed.itertuples()]
     return {f"{name}_log.csv": _csv_bytes(LOG_HEADER, log_rows),
             f"{name}_detected.csv": _csv_bytes(DETECTED_HEADER, det_rows)}

@@ -28,7 +28,7 @@ from functools import reduce
 
 @dataclass(frozen=True)
 class Detection:
-    """One box in one slice: full-slice pixel coordinates, inclusive."""
+    """One box in one slice: full-slice corners, x2/y2 exclusive (``anodect.regions``)."""
 
     scan_id: str
     roi: str
