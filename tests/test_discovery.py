@@ -129,3 +129,11 @@ def test_slugify_and_compact_indices():
 def test_regex_without_group_is_rejected():
     with pytest.raises(ValueError, match="capture group"):
         DiscoverySettings(slice_regex=r"\d{4}").compiled_regex()
+
+
+def test_every_page_of_a_stack_has_its_own_slice_name():
+    from anodect.discovery import slice_name
+
+    assert slice_name("/d/[A]/[Z軸]/[A]_負極_0205.tif", -1, 205) == "[A]_負極_0205"
+    names = {slice_name("/d/[A] cell.tif", p, 100 + p) for p in range(5)}
+    assert names == {f"[A] cell_{100 + p:04d}" for p in range(5)}

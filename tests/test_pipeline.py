@@ -174,3 +174,68 @@ def test_bad_config_stops_before_any_job_with_one_message(tmp_path):
     assert "filter_index_range: min (211) is greater than max (204)" in out
     assert "roi_config[1] (right)" in out
     assert not (tmp_path / "results").exists()
+
+
+def _as_stacks(split_dir: Path, out_dir: Path) -> None:
+    """Each battery of a demo split as one multi-page TIFF, ``<battery>.tif``, page 0 = its first slice."""
+    import tifffile
+
+    out_dir.mkdir(parents=True)
+    for battery in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        files = sorted((battery / "[Z軸]").glob("*.tif"))
+        tifffile.imwrite(out_dir / f"{battery.name}.tif", np.stack([tifffile.imread(f) for f in files]))
+
+
+def test_scans_stored_as_stacks_run_end_to_end_with_the_verdicts_of_the_folder_layout(tmp_path, tiny_demo):
+    """The tiny demo twice, as a folder per scan and as one multi-page TIFF per scan: every page is
+    drawn under its own name, the annotations find their pages, and both runs say the same."""
+    demo_dir, manifest = tiny_demo
+    first = manifest["settings"]["first_slice"]
+    runs = {}
+    for layout in ("folders", "stack"):
+        work = tmp_path / layout
+        if layout == "stack":
+            for split in ("test", "train_normal", "train_defect"):
+                _as_stacks(demo_dir / "scans" / split, work / "stacks" / split)
+            scans = work / "stacks"
+        else:
+            scans = demo_dir / "scans"
+        config = tiny_config(work, demo_enabled=False)
+        config["input_dir"] = str(scans / "test")
+        config["training"] = {"normal_dir": str(scans / "train_normal"), "annotated_dir": str(scans / "train_defect"),
+                              "annotations_dir": str(demo_dir / "annotations" / "train_defect")}
+        config["evaluation"] = {"truth": str(demo_dir / "truth")}
+        config["export_ai_csv_files"] = True
+        if layout == "stack":
+            config["discovery"] = {"layout": "stack", "name_contains": "", "axis_folder": "",
+                                   "stack_first_index": first}
+        write_config(work / "config" / "config.yaml", config)
+        snakemake(work)
+        runs[layout] = work / "results"
+    stack = runs["stack"]
+    sheet = pd.read_csv(stack / "scans.tsv", sep="\t")
+    assert (sheet["slice_indices"] == "204-211").all() and len(sheet) == 5
+    for folder in ("inference_patchcore", "inference_rf_detr"):
+        images = sorted(p.name for p in (stack / folder).rglob("*.png"))
+        assert len(images) == len(set(images)) == 2 * 8  # each page its own image, none overwritten
+        assert "[T01] 検査セル_0204.png" in images and "[T02] 検査セル_0211.png" in images
+    slices = pd.read_csv(stack / "tables" / "slices.csv")
+    assert (slices["page"] == slices["slice_index"] - first).all()
+    # Page p drawn from page p: the images of both layouts are the same pixels.
+    twins = {p.name: p for p in (runs["folders"] / "inference_patchcore").rglob("*.png")}
+    for png in (stack / "inference_patchcore").rglob("*.png"):
+        twin = twins[png.name.replace("_0", "_負極_0", 1)]  # the folder layout's file of that slice
+        assert png.read_bytes() == twin.read_bytes(), png.name
+    ai = list((stack / "inference_patchcore" / "AI_RESULTS").rglob("*_log.csv"))
+    assert len(ai) == 2
+    # The annotations found their pages: the same RF-DETR training set as the folder layout.
+    counts = [json.loads((runs[k] / "rfdetr" / "model" / "model.json").read_text())["dataset_counts"]
+              for k in ("folders", "stack")]
+    assert counts[0] == counts[1] and counts[1]["train"]["boxes"] > 0
+    verdicts = [pd.read_csv(runs[k] / "tables" / "batteries.csv").set_index("battery_id")[
+        ["patchcore_verdict", "rfdetr_verdict", "patchcore_cracks"]].sort_index() for k in ("folders", "stack")]
+    pd.testing.assert_frame_equal(verdicts[0], verdicts[1])
+    metrics = [json.loads((runs[k] / "report" / "metrics.json").read_text()) for k in ("folders", "stack")]
+    assert metrics[1]["truth"]["scans"] == 2
+    assert metrics[0]["models"]["patchcore"]["battery"] == metrics[1]["models"]["patchcore"]["battery"]
+    assert (stack / "report" / "comparison.html").is_file()

@@ -48,6 +48,17 @@ class CropSet:
     roi_boxes: np.ndarray  # int [roi, 4]: x_min, y_min, x_max, y_max (max exclusive)
     window: tuple[float, float]
     context: int = 0  # pixels of surrounding slice kept on every side of each ROI
+    pages: np.ndarray | None = None  # int [slice]: page of a stack, -1 for a file per slice
+
+    def __post_init__(self):
+        if self.pages is None:
+            self.pages = np.full(len(self.slice_indices), -1, np.int64)
+
+    def slice_names(self) -> list[str]:
+        """Each slice's name (``discovery.slice_name``): file stem, or stack stem and slice number."""
+        from .discovery import slice_name
+
+        return [slice_name(p, g, i) for p, g, i in zip(self.paths, self.pages, self.slice_indices)]
 
     def save(self, path: str | Path) -> None:
         save_arrays(
@@ -60,6 +71,7 @@ class CropSet:
             roi_boxes=self.roi_boxes.astype(np.int64),
             window=np.array(self.window, np.float64),
             context=np.array(self.context, np.int64),
+            pages=np.asarray(self.pages, np.int64),
         )
 
     @classmethod
@@ -74,6 +86,7 @@ class CropSet:
             roi_boxes=a["roi_boxes"],
             window=(float(a["window"][0]), float(a["window"][1])),
             context=int(a["context"]) if "context" in a else 0,
+            pages=a["pages"] if "pages" in a else None,
         )
 
     @staticmethod
@@ -173,6 +186,7 @@ def extract_crops(
     slices = slices.sort_values("slice_index", kind="stable")
     qc_rows: list[dict] = []
     raw: list[tuple[int, str, np.ndarray, dict]] = []
+    page_of: dict[int, int] = {}
     for row in slices.itertuples(index=False):
         page = None if int(row.page) < 0 else int(row.page)
         rec = {"scan_id": scan_id, "slice_index": int(row.slice_index), "path": row.path,
@@ -187,6 +201,7 @@ def extract_crops(
         rec.update(height=image.shape[0], width=image.shape[1], dtype=str(image.dtype))
         qc_rows.append(rec)
         raw.append((int(row.slice_index), row.path, image, rec))
+        page_of[int(row.slice_index)] = int(row.page)
 
     shape = expected_shape
     if shape is None and raw:
@@ -232,6 +247,7 @@ def extract_crops(
         roi_boxes=np.array([r.as_box() for r in rois], np.int64),
         window=(window.low, window.high),
         context=context,
+        pages=np.array([page_of[i] for i, _, _ in kept], np.int64),
     )
     return crop_set, qc
 

@@ -36,8 +36,8 @@ DETECTION_COLUMNS = ["model", "scan_id", "battery_id", "axis", "slice_index", "r
                      "score", "crop_score", "crack_id"]
 CRACK_COLUMNS = ["model", "crack_id", "scan_id", "battery_id", "axis", "roi", "first_slice", "last_slice",
                  "n_slices", "x1", "y1", "x2", "y2", "z1", "z2", "peak_score", "mean_score"]
-SLICE_COLUMNS = ["model", "scan_id", "battery_id", "axis", "slice_index", "path", "flagged", "anomaly",
-                 "n_boxes", "max_score", "crack_ids"]
+SLICE_COLUMNS = ["model", "scan_id", "battery_id", "axis", "slice_index", "path", "page", "slice_name", "flagged",
+                 "anomaly", "n_boxes", "max_score", "crack_ids"]
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ class ScanDecision:
 
 
 def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], paths: dict[int, str],
-           settings: TrackingSettings, listed: list[int] | None = None) -> ScanDecision:
+           settings: TrackingSettings, listed: list[int] | None = None,
+           pages: dict[int, int] | None = None) -> ScanDecision:
     """Track one scan's boxes across slices and label its slices.
 
     Args:
@@ -142,7 +143,11 @@ def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], pat
         settings: linking and confirmation rules.
         listed: every slice number of the scan, unreadable ones included (its slice
             spacing); gaps are counted in slice numbers either way.
+        pages: slice index -> page of a multi-page stack (absent or -1: a file per slice).
     """
+    from .discovery import slice_name
+
+    pages = pages or {}
     scan_id = scan["scan_id"]
     dets = [Detection(scan_id, r.roi, int(r.slice_index), float(r.x1), float(r.y1), float(r.x2), float(r.y2),
                       float(r.score)) for r in boxes.itertuples()]
@@ -167,7 +172,9 @@ def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], pat
     for s in observed:
         here = detections[detections["slice_index"] == s]
         ids = sorted({t.crack_id for t in cracks if t.first_slice <= s <= t.last_slice})
-        slice_rows.append({**ident, "slice_index": s, "path": paths.get(s, ""), "flagged": bool(len(here)),
+        page = int(pages.get(s, -1))
+        slice_rows.append({**ident, "slice_index": s, "path": paths.get(s, ""), "page": page,
+                           "slice_name": slice_name(paths.get(s, ""), page, s), "flagged": bool(len(here)),
                            "anomaly": s in anomaly, "n_boxes": len(here),
                            "max_score": float(here["score"].max()) if len(here) else None,
                            "crack_ids": ";".join(ids)})
@@ -234,6 +241,8 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     from .io import read_table, write_table
 
     paths = dict(zip(slice_list["slice_index"].astype(int), slice_list["path"]))
+    pages = (dict(zip(slice_list["slice_index"].astype(int), slice_list["page"].astype(int)))
+             if "page" in slice_list else {})
     observed = CropSet.read_meta(crops_path)["slice_indices"]
     if model == "patchcore":
         boxes, _ = patchcore_boxes(model_output, settings)
@@ -245,7 +254,7 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
             observed = []
     else:
         boxes = rfdetr_boxes(read_table(model_output), settings)
-    decision = decide(model, scan, boxes, observed, paths, settings.tracking, listed=list(paths))
+    decision = decide(model, scan, boxes, observed, paths, settings.tracking, listed=list(paths), pages=pages)
     out_dir = Path(out_dir)
     write_table(out_dir / "detections.csv", decision.detections)
     write_table(out_dir / "cracks.csv", decision.cracks)

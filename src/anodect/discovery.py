@@ -36,6 +36,14 @@ class SliceFile:
     page: int = -1  # -1: the file holds this slice alone
 
 
+def slice_name(path: str | Path, page: int, index: int) -> str:
+    """The name of one slice, unique within its scan: the file's stem, or for a page of a
+    stack the stack's stem and the slice number (``cell_0205``), the name the original
+    tool's layout gives that slice. Drawn PNGs, AI_RESULTS rows and annotation matching use it."""
+    stem = Path(str(path)).stem
+    return stem if int(page) < 0 else f"{stem}_{int(index):04d}"
+
+
 @dataclass
 class Scan:
     """One scanned battery along one axis: the unit every rule works on."""

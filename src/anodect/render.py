@@ -70,8 +70,9 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
         for folder in ("anomaly", "normal"):
             (tmp / folder).mkdir()
         for row in slices.itertuples():
+            page = int(getattr(row, "page", -1))
             try:
-                image = win.apply(read_slice(row.path))
+                image = win.apply(read_slice(row.path, None if page < 0 else page))
             except SliceReadError as exc:
                 counts["unreadable"] += 1
                 log.warning("slice %s not drawn: %s", row.slice_index, exc)
@@ -82,9 +83,15 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
                                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
             if not ok:
                 raise RuntimeError(f"PNG encoding failed for {row.path}")
-            (tmp / folder / f"{Path(row.path).stem}.png").write_bytes(png.tobytes())
+            (tmp / folder / f"{_name(row)}.png").write_bytes(png.tobytes())
             counts[folder] += 1
     return counts
+
+
+def _name(row) -> str:
+    """A slice table row's slice name (tables written before stacks were named: the file stem)."""
+    name = getattr(row, "slice_name", None)
+    return str(name) if isinstance(name, str) and name else Path(row.path).stem
 
 
 def inclusive_pixels(x1: float, y1: float, x2: float, y2: float) -> tuple[int, int, int, int]:
@@ -113,8 +120,8 @@ def ai_results(battery: str, slices: pd.DataFrame, detections: pd.DataFrame) -> 
     """
     name = battery.replace("/", "").replace("[", "").replace("]", "")
     anomaly = slices[slices["anomaly"].astype(bool)].sort_values("slice_index")
-    log_rows = [[f"{Path(p).stem}.png", "NG", 1, "", ""] for p in anomaly["path"]]
-    stems = {int(r.slice_index): f"{Path(r.path).stem}.png" for r in anomaly.itertuples()}
+    stems = {int(r.slice_index): f"{_name(r)}.png" for r in anomaly.itertuples()}
+    log_rows = [[stems[int(i)], "NG", 1, "", ""] for i in anomaly["slice_index"]]
     confirmed = detections[(detections["crack_id"].fillna("").astype(str) != "")
                            & detections["slice_index"].isin(stems)].sort_values(["slice_index", "roi"])
     det_rows = [[stems[int(r.slice_index)], *inclusive_pixels(r.x1, r.y1, r.x2, r.y2), 1, "", ""]

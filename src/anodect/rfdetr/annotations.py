@@ -158,8 +158,8 @@ def place_annotations(files: list[Path], root: str | Path, scans: list[Annotated
     report = MatchReport()
     by_stem: dict[str, list[tuple[int, int]]] = {}
     for s_i, scan in enumerate(scans):
-        for pos, path in enumerate(scan.crops.paths):
-            by_stem.setdefault(Path(str(path)).stem, []).append((s_i, pos))
+        for pos, name in enumerate(scan.crops.slice_names()):
+            by_stem.setdefault(name, []).append((s_i, pos))
     out: list[CropAnnotation] = []
     for path in files:
         rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
