@@ -229,3 +229,32 @@ def test_auto_threshold_needs_a_model_that_set_one(tmp_path):
         check_config(copy.deepcopy(config))
     config["patchcore_threshold"] = 4.0
     check_config(config)
+
+
+def test_settings_classes_default_to_the_schemas_defaults():
+    """Code that builds settings directly gets what the pipeline gets: every field a schema section
+    also has defaults to the schema's value (the coreset fraction once said 0.1 here and 0.01 there)."""
+    from dataclasses import MISSING, fields
+
+    from anodect.discovery import DiscoverySettings
+    from anodect.patchcore.model import PatchCoreSettings
+    from anodect.patchcore.volume import VolumeSettings
+    from anodect.tracking import TrackingSettings
+
+    schema = yaml.safe_load((REPO / "src" / "anodect" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    sections = {PatchCoreSettings: schema["patchcore"], VolumeSettings: schema["patchcore"]["properties"]["volume"],
+                TrackingSettings: schema["decisions"], DiscoverySettings: schema["discovery"]}
+    checked = 0
+    for cls, section in sections.items():
+        for f in fields(cls):
+            prop = section["properties"].get(f.name)
+            if prop is None or "default" not in prop or f.default is MISSING:
+                continue
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            if cls is PatchCoreSettings and f.name == "layers":  # None: the backbone's own default
+                from anodect.patchcore.backbones import DEFAULT_LAYERS
+
+                default = list(DEFAULT_LAYERS[PatchCoreSettings.backbone])
+            assert default == prop["default"], f"{cls.__name__}.{f.name}: {f.default!r} in code, {prop['default']!r} in the schema"
+            checked += 1
+    assert checked >= 15

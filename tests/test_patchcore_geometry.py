@@ -143,3 +143,21 @@ def test_a_feature_extractor_file_without_the_head_loads_and_missing_tensors_are
         build_backbone("resnet50", str(tmp_path / "holed.pth"), layers=("layer2", "layer3"))
     with pytest.raises(ValueError, match="wrong shape"):
         build_backbone("resnet18", str(tmp_path / "features.pth"), layers=("layer2",))
+
+
+def test_counting_the_padding_changes_only_patches_at_the_crop_edge():
+    """``count_include_pad`` changes the 3x3 average of border cells only. With the pipeline's
+    16 px of context those cells lie outside the ROI and are never scored, so scores and maps are
+    identical either way; without context they differ (which is where PatchCore's reference
+    code, counting the padding, was measured better)."""
+    rng = np.random.default_rng(4)
+    train = rng.integers(60, 200, (6, 64, 80), dtype=np.uint8)
+    test = rng.integers(60, 200, (3, 64, 80), dtype=np.uint8)
+    out = {}
+    for pad in (False, True):
+        for context in (0, 16):
+            model = PatchCore(PatchCoreSettings(coreset_fraction=0.5, count_include_pad=pad)).fit(train, context)
+            out[pad, context] = model.score(test, context)
+    np.testing.assert_array_equal(out[False, 16].scores, out[True, 16].scores)
+    np.testing.assert_array_equal(out[False, 16].maps, out[True, 16].maps)
+    assert not np.array_equal(out[False, 0].maps, out[True, 0].maps)
