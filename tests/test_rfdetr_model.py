@@ -64,10 +64,18 @@ def test_one_epoch_gives_a_checkpoint_that_loads_and_predicts(trained, tiny_trai
     detector = load_detector(out / "model" / "checkpoint.pth", {"device": "cpu", "batch_size": 8})
     assert detector.context == 16
     scan = tiny_training["crops"]["inspect"][0]
-    table = predict_scan(detector, scan, tmp_path / "p.csv", floor=0.0, threads=2)
+    everything = predict_scan(detector, scan, tmp_path / "all.csv", floor=0.0, threads=2)
+    # The floor is applied, not assumed: half the boxes lie below the median confidence.
+    floor = float(everything["confidence"].median())
+    table = predict_scan(detector, scan, tmp_path / "p.csv", floor=floor, threads=2)
     assert list(pd.read_csv(tmp_path / "p.csv").columns) == PREDICTION_COLUMNS
+    assert 0 < len(table) < len(everything) and (table["confidence"] >= floor).all()
+    assert len(table) == int((everything["confidence"] >= floor).sum())
     cs = CropSet.load(scan)
-    assert len(table) > 0 and set(table["slice_index"]) <= set(cs.slice_indices.tolist())
+    assert set(table["slice_index"]) <= set(cs.slice_indices.tolist())
+    # The detector looks at its input: different crops, different confidences.
+    per_slice = everything.groupby("slice_index")["confidence"].apply(lambda c: tuple(np.sort(c.to_numpy())))
+    assert per_slice.nunique() > 1
     for roi, rows in table.groupby("roi"):
         x0, y0, x1, y1 = cs.roi_boxes[list(cs.roi_names).index(roi)]
         assert (rows["x1"] >= x0).all() and (rows["x2"] <= x1).all()
