@@ -61,7 +61,7 @@ CANDIDATES = {
     "window 1": {"volume": {"window": 1}},
     "window 5": {"volume": {"window": 5}},
     "coreset 1%": {"coreset_fraction": 0.01},
-    "pad counted": {"count_include_pad": True},
+    "pad not counted": {"count_include_pad": False},
     "blocks.2+blocks.4": {"layers": ["blocks.2", "blocks.4"]},
     "input x2": {"input_scale": 2.0},
 }

@@ -1,7 +1,7 @@
 """RF-DETR speed and accuracy on the demo, both sides of every comparison measured in one run.
 
 Prints
-  1. where a training step's CPU time goes: seconds per step (batch 4) of forward,
+  1. where a training step's CPU time goes: median seconds per step (batch 4) of forward,
      loss and backward+optimizer for rfdetr's Nano defaults (resolution 384,
      300 queries x 13 groups) against the cuts the pipeline makes (resolution,
      queries, groups), all from random weights as in the demo;
@@ -70,10 +70,11 @@ def step_profile(configs, steps: int, crop_shape, threads: int) -> pd.DataFrame:
             t3 = time.perf_counter()
             if i:  # the first step warms caches
                 times[i - 1] = (t1 - t0, t2 - t1, t3 - t2)
-        mean = times.mean(0)
+        # Median over the timed steps, and the range of the whole step.
+        med, total = np.median(times, 0), times.sum(1)
         rows.append({"setting": name, "resolution": resolution, "queries x groups": f"{queries} x {groups}",
-                     "forward s": mean[0], "loss s": mean[1], "backward+opt s": mean[2],
-                     "s/step": mean.sum(), "s/image": mean.sum() / 4})
+                     "forward s": med[0], "loss s": med[1], "backward+opt s": med[2],
+                     "s/image": np.median(total) / 4, "s/image range": f"{total.min() / 4:.3f}-{total.max() / 4:.3f}"})
     return pd.DataFrame(rows)
 
 
@@ -116,18 +117,22 @@ def long_run(dataset: Path, config: dict, epochs: int, threads: int, test, truth
           f"test slice-level AP {acc['slice_ap']:.3f}")
 
 
-def prediction_speed(detector, crops: np.ndarray) -> tuple[float, float]:
-    """Crops per second batched (the pipeline's batch size) and one by one, same crops."""
+def prediction_speed(detector, crops: np.ndarray, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops per second batched (the pipeline's batch size) and one by one, same crops, ``repeats`` times."""
     detector.predict(crops[:2], 0.05)  # warm-up
-    t0 = time.perf_counter()
-    detector.predict(crops, 0.05)
-    batched = len(crops) / (time.perf_counter() - t0)
-    size, detector.batch_size = detector.batch_size, 1
-    t0 = time.perf_counter()
-    detector.predict(crops, 0.05)
-    single = len(crops) / (time.perf_counter() - t0)
+    batched, single = [], []
+    size = detector.batch_size
+    for _ in range(repeats):
+        detector.batch_size = size
+        t0 = time.perf_counter()
+        detector.predict(crops, 0.05)
+        batched.append(len(crops) / (time.perf_counter() - t0))
+        detector.batch_size = 1
+        t0 = time.perf_counter()
+        detector.predict(crops, 0.05)
+        single.append(len(crops) / (time.perf_counter() - t0))
     detector.batch_size = size
-    return batched, single
+    return np.array(batched), np.array(single)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,7 +176,11 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="skip the one-epoch training measurement")
     parser.add_argument("--steps", type=int, default=3, help="training steps per setting in the step profile")
     parser.add_argument("--long-epochs", type=int, default=0, help="also train this many epochs (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each prediction measurement")
     args = parser.parse_args()
+    import os
+
+    load = [os.getloadavg()[0]]
     config, truth, _, test = load_demo(args)
     results = Path(args.results)
     truth_boxes = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "boxes.csv")
@@ -183,6 +192,8 @@ def main() -> None:
                ("30 queries x 3 groups", 384, 30, 3),
                ("pipeline", rf["resolution"], rf["num_queries"] or 300, rf["group_detr"] or 13)]
     print(step_profile(configs, args.steps, crop_shape, args.threads).to_string(index=False, float_format="%.3f"))
+    print(f"(median of {args.steps} timed steps after a warm-up step; load {os.getloadavg()[0]:.2f})")
+    load.append(os.getloadavg()[0])
 
     if not args.skip_train:
         seconds, n = epoch_seconds(results / "rfdetr" / "dataset", config, args.threads)
@@ -192,10 +203,12 @@ def main() -> None:
     detector = load_detector(results / "rfdetr" / "model" / "checkpoint.pth",
                              {"device": "cpu", "batch_size": rf["predict_batch_size"]})
     crops = np.concatenate([crops_for(detector, cs) for _, cs in test[:2]])
-    batched, single = prediction_speed(detector, crops)
-    print(f"\n3. Prediction on {len(crops)} crops, CPU, {args.threads} threads: batched "
-          f"({detector.batch_size}) {batched:.1f} crops/s, one by one {single:.1f} crops/s "
-          f"(x{batched / single:.2f})")
+    batched, single = prediction_speed(detector, crops, args.repeats)
+    load.append(os.getloadavg()[0])
+    print(f"\n3. Prediction on {len(crops)} crops, CPU, {args.threads} threads, {args.repeats} runs: batched "
+          f"({detector.batch_size}) median {np.median(batched):.1f} crops/s (range {batched.min():.1f}-"
+          f"{batched.max():.1f}), one by one median {np.median(single):.1f} ({single.min():.1f}-{single.max():.1f});"
+          f" load median {np.median(load):.2f} (range {min(load):.2f}-{max(load):.2f}), {os.cpu_count()} cores")
 
     acc = evaluate(detector, config, test, truth, truth_boxes)
     print(f"\n4. Demo test scans ({len(test)} cells, {acc['n_slices']} slices, {acc['n_cracked']} cracked, "

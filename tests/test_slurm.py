@@ -4,6 +4,7 @@ Run by CI after the README's test command, as root, with the cluster started:
 ``cluster/local-slurm.sh start && ANODECT_SLURM=1 .venv/bin/pytest tests/test_slurm.py``.
 """
 
+import math
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO, tiny_config, write_config
 
@@ -44,10 +46,23 @@ def test_the_demo_through_the_slurm_profile_matches_the_local_run(cluster, tmp_p
     run(local, "--cores", "2")
     out = run(slurm, "--profile", str(REPO / "profiles" / "slurm"), "--slurm-keep-successful-logs")
     assert "Nothing to be done" in run(slurm, "-n", "--cores", "1")
-    # Jobs really went through SLURM: the plugin keeps each job's log under .snakemake/slurm_logs.
-    logs = list((slurm / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert any("train_patchcore" in str(p) for p in logs) and any("group_scan" in str(p) or "scan" in str(p)
-                                                                    for p in logs), out[-3000:]
+    # Jobs really went through SLURM, grouped as the profile says. The plugin keeps one log per
+    # submission under .snakemake/slurm_logs/{group_<group>,rule_<rule>}/...; count them.
+    submitted = {}
+    for log in (slurm / ".snakemake" / "slurm_logs").rglob("*.log"):
+        kind = log.relative_to(slurm / ".snakemake" / "slurm_logs").parts[0]
+        submitted[kind] = submitted.get(kind, 0) + 1
+    assert sum(submitted.values()) == out.count("has been submitted with SLURM jobid"), (submitted, out[-3000:])
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    grouped = set(profile["groups"])
+    # No per-scan rule was submitted on its own: each ran inside a group job.
+    assert not {f"rule_{r}" for r in grouped} & set(submitted), submitted
+    # 5 scans' crops (2 inspected, 2 normal, 1 annotated) in groups of 20: one job; the 2 inspected
+    # scans' scoring, prediction, decisions and drawings (16 jobs, 2 components): one job.
+    scans = 5
+    assert submitted.get("group_crops") == math.ceil(scans / profile["group-components"]["crops"]), submitted
+    assert submitted.get("group_scan") == math.ceil(2 / profile["group-components"]["scan"]), submitted
+    assert submitted.get("rule_train_patchcore") == 1 and submitted.get("rule_train_rfdetr") == 1, submitted
     for rel in COMPARED:
         a = pd.read_csv(local / "results" / rel)
         b = pd.read_csv(slurm / "results" / rel)

@@ -54,7 +54,7 @@ class PatchCoreSettings:
     input_size: tuple[int, int] | None = None
     coreset_fraction: float = 0.1
     projection_dim: int = 128
-    count_include_pad: bool = False
+    count_include_pad: bool = True
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"
