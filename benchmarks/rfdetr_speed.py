@@ -15,6 +15,9 @@ Prints
 
 Run after `make run` (it reads results/crops, results/rfdetr and the demo's truth):
     .venv/bin/python benchmarks/rfdetr_speed.py [--results results] [--threads 2] [--skip-train]
+The step profile alone needs crops only (e.g. after `make real-ct`):
+    .venv/bin/python benchmarks/rfdetr_speed.py --steps-only --steps 5 --results results/real_ct \
+        --config config/real_ct.yaml
 """
 
 from __future__ import annotations
@@ -177,6 +180,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per setting in the step profile")
     parser.add_argument("--long-epochs", type=int, default=0, help="also train this many epochs (0: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each prediction measurement")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only the training-step profile (needs crops, no trained model)")
     args = parser.parse_args()
     import os
 
@@ -192,8 +197,11 @@ def main() -> None:
                ("30 queries x 3 groups", 384, 30, 3),
                ("pipeline", rf["resolution"], rf["num_queries"] or 300, rf["group_detr"] or 13)]
     print(step_profile(configs, args.steps, crop_shape, args.threads).to_string(index=False, float_format="%.3f"))
-    print(f"(median of {args.steps} timed steps after a warm-up step; load {os.getloadavg()[0]:.2f})")
     load.append(os.getloadavg()[0])
+    print(f"(median of {args.steps} timed steps after a warm-up step, {args.threads} threads; load median "
+          f"{np.median(load):.2f}, range {min(load):.2f}-{max(load):.2f}, {os.cpu_count()} cores)")
+    if args.steps_only:
+        return
 
     if not args.skip_train:
         seconds, n = epoch_seconds(results / "rfdetr" / "dataset", config, args.threads)
