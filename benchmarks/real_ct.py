@@ -62,6 +62,7 @@ CANDIDATES = {
     "window 5": {"volume": {"window": 5}},
     "coreset 1%": {"coreset_fraction": 0.01},
     "pad not counted": {"count_include_pad": False},
+    "coreset 1%, pad not counted": {"coreset_fraction": 0.01, "count_include_pad": False},
     "blocks.2+blocks.4": {"layers": ["blocks.2", "blocks.4"]},
     "input x2": {"input_scale": 2.0},
 }
@@ -156,7 +157,8 @@ def evaluate(model: PatchCore, test: dict, truth: Path, tracking: TrackingSettin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--levels", nargs="+", default=["easy", "medium", "hard"])
+    parser.add_argument("--levels", nargs="*", default=["easy", "medium", "hard"],
+                        help="real-background levels (none: the demo alone)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8, 9],
                         help="real-background seeds for the medium level (easy and hard use the first)")
     parser.add_argument("--no-demo", action="store_true")
