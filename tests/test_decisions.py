@@ -160,4 +160,4 @@ def test_a_scan_with_fewer_usable_slices_than_a_crack_needs_is_no_data(tmp_path)
     assert table["rfdetr_slices"].tolist() == [3, len(SLICES)]
     scores = pd.DataFrame({"scan_id": ["short", SCAN["scan_id"]], "rfdetr_score": [0.9, 0.9]})
     html = _battery_rows(table, ["rfdetr"], None, scores)
-    assert "NO DATA (3 usable slices)" in html
+    assert "NO DATA (3 slices judged)" in html

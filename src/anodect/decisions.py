@@ -267,9 +267,9 @@ NO_DATA = "NO DATA"
 
 def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
                   slices: pd.DataFrame | None = None, min_slices: int = 1) -> pd.DataFrame:
-    """One row per inspected scan: each model's verdict, confirmed cracks and usable slices.
+    """One row per inspected scan: each model's verdict, confirmed cracks and slices judged.
 
-    A scan with fewer of a model's slice rows (usable slices) than ``min_slices``
+    A scan with fewer of a model's slice rows (slices judged) than ``min_slices``
     (``decisions.min_consecutive_slices``) could never show a confirmed crack: it is
     ``NO DATA`` for that model, never OK.
     """

@@ -195,8 +195,9 @@ def _battery_rows(batteries: pd.DataFrame, models: list[str], truth: pd.Series |
             score = table.loc[table["scan_id"] == b.scan_id, f"{m}_score"].max()
             usable = getattr(b, f"{m}_slices", None)
             if v == "NO DATA" and usable is not None and not pd.isna(usable):
-                # Why it could not be judged: no usable slice, or fewer than a crack needs.
-                v = f"NO DATA ({int(usable)} usable slice{'s' if int(usable) != 1 else ''})"
+                # Why it could not be judged: no slice judged (none usable, or no volume
+                # evidence), or fewer than a crack needs.
+                v = f"NO DATA ({int(usable)} slice{'s' if int(usable) != 1 else ''} judged)"
             cells += [f"{v} ({n})" if n else v, fmt(None if pd.isna(score) else float(score))]
         rows.append(cells)
         wrong = true is not None and any(v != true for v in verdicts)
