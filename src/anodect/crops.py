@@ -186,7 +186,6 @@ def extract_crops(
     slices = slices.sort_values("slice_index", kind="stable")
     qc_rows: list[dict] = []
     raw: list[tuple[int, str, np.ndarray, dict]] = []
-    page_of: dict[int, int] = {}
     for row in slices.itertuples(index=False):
         page = None if int(row.page) < 0 else int(row.page)
         rec = {"scan_id": scan_id, "slice_index": int(row.slice_index), "path": row.path,
@@ -201,12 +200,11 @@ def extract_crops(
         rec.update(height=image.shape[0], width=image.shape[1], dtype=str(image.dtype))
         qc_rows.append(rec)
         raw.append((int(row.slice_index), row.path, image, rec))
-        page_of[int(row.slice_index)] = int(row.page)
 
     shape = expected_shape
     if shape is None and raw:
         shape = Counter(img.shape for _, _, img, _ in raw).most_common(1)[0][0]
-    kept: list[tuple[int, str, np.ndarray]] = []
+    kept: list[tuple[int, str, np.ndarray, int]] = []  # index, path, ROI cuts, page
     samples: list[np.ndarray] = []
     for index, path, image, rec in raw:
         if image.shape != tuple(shape):
@@ -226,7 +224,7 @@ def extract_crops(
             continue
         rec["reason"] = note
         cut = np.stack([cut_with_context(image, r, context) for r in rois])
-        kept.append((index, path, cut))
+        kept.append((index, path, cut, rec["page"]))
         # A strided view of the whole slice sets the window; the slice itself is
         # dropped here so a long stack never sits in memory at once.
         samples.append(np.ascontiguousarray(image[::4, ::4]))
@@ -237,17 +235,17 @@ def extract_crops(
         more = f" and {len(qc_rows) - 5} more" if len(qc_rows) > 5 else ""
         raise NoUsableSlices(f"scan {scan_id}: no usable slice ({reasons}{more})", qc)
     window = choose_window(samples, window_settings)
-    crops = np.stack([window.apply(cut) for _, _, cut in kept])
+    crops = np.stack([window.apply(cut) for _, _, cut, _ in kept])
     crop_set = CropSet(
         scan_id=scan_id,
         crops=crops,
-        slice_indices=np.array([i for i, _, _ in kept], np.int64),
-        paths=np.array([p for _, p, _ in kept], dtype=str),
+        slice_indices=np.array([i for i, *_ in kept], np.int64),
+        paths=np.array([p for _, p, *_ in kept], dtype=str),
         roi_names=np.array([r.name for r in rois], dtype=str),
         roi_boxes=np.array([r.as_box() for r in rois], np.int64),
         window=(window.low, window.high),
         context=context,
-        pages=np.array([page_of[i] for i, _, _ in kept], np.int64),
+        pages=np.array([page for *_, page in kept], np.int64),
     )
     return crop_set, qc
 

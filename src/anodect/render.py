@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -96,8 +97,6 @@ def _name(row) -> str:
 
 def inclusive_pixels(x1: float, y1: float, x2: float, y2: float) -> tuple[int, int, int, int]:
     """Corners -> the first and last pixel covered on each axis (at least one pixel)."""
-    import math
-
     px1, py1 = math.floor(x1), math.floor(y1)
     return px1, py1, max(px1, math.ceil(x2) - 1), max(py1, math.ceil(y2) - 1)
 

@@ -105,9 +105,9 @@ class EfficientNetLiteFeatures(nn.Module):
 class Geometry:
     """Where the cells of a feature map sit on its input, per axis.
 
-    The receptive-field centre of cell ``i`` is pixel ``offset + step * i`` (pixel
-    indices: pixel ``j`` covers ``[j - 0.5, j + 0.5)``). Computed from the layers'
-    kernels, strides and padding, not assumed from the grid size: a ResNet's
+    The receptive-field centre of cell ``i`` is at pixel index ``offset + step * i``
+    (a centre, so 8.0 is the middle of pixel 8; boxes, unlike centres, are corners on
+    pixel edges, ``anodect.regions``). Computed from the layers' kernels, strides and padding, not assumed from the grid size: a ResNet's
     ``layer2`` cell ``i`` is centred on pixel ``8 i``, not ``8 i + 3.5``, and
     EfficientNet's TensorFlow-style padding moves its centres with the input's size.
     """

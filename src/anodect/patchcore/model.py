@@ -141,7 +141,7 @@ class PatchCore:
         return x.contiguous(memory_format=torch.channels_last)
 
     def _embed_batch(self, crops: np.ndarray) -> torch.Tensor:
-        """[B, H, W] uint8 → [B, gh, gw, D] patch features on the stride-8 grid."""
+        """[B, H, W] uint8 → [B, gh, gw, D] patch features on the first layer's grid."""
         feats = self.backbone(self._preprocess(crops))
         layers, _ = self.geometry(crops.shape[1:])
         grid = feats[0].shape[-2:]
