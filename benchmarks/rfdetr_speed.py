@@ -50,7 +50,8 @@ def step_profile(configs, steps: int, crop_shape, threads: int) -> pd.DataFrame:
     g = torch.Generator().manual_seed(0)
     h, w = crop_shape
     for name, resolution, queries, groups in configs:
-        model = build(TrainSettings(num_queries=queries, group_detr=groups, resolution=resolution), "cpu")
+        settings = TrainSettings(pretrain_weights=None, num_queries=queries, group_detr=groups, resolution=resolution)
+        model = build(settings, "cpu")
         model.model_config.resolution = resolution
         net = model.model.model
         net.train()

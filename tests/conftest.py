@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,18 @@ from anodect.config import Roi
 from anodect.generator import DemoSettings, generate
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No test downloads anything, on a machine with network too: rfdetr's cache is an empty
+# folder of the session's and every HTTP(S) request to another host goes to a closed
+# local port (the Snakemake runs the tests start inherit both; the browser test's
+# local driver is exempt). Tests that need a release put one in the cache.
+RF_HOME = tempfile.mkdtemp(prefix="anodect-tests-rf-home.")
+os.environ["RF_HOME"] = RF_HOME
+os.environ.pop("ROBOFLOW_HOME", None)
+for _var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+    os.environ[_var] = "http://127.0.0.1:9"
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = "localhost,127.0.0.1"
 
 # A quarter-size demo: 256x256 slices, ROIs at the original positions scaled by 1/4.
 TINY_ROIS = [Roi("left", 32, 112, 74, 144), Roi("right", 183, 112, 225, 144)]

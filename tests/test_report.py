@@ -121,3 +121,23 @@ def test_chromium_opens_the_report_and_shows_every_figure(pages, mode):
         assert "PatchCore and RF-DETR" in heading
     finally:
         driver.quit()
+
+
+def test_the_report_says_how_rfdetr_was_made_and_warns_when_it_is_untrained():
+    from anodect.report import UNTRAINED, made_from
+
+    history = [{"epoch": 0.0, "val/mAP_50": 0.1, "val/ema_mAP_50": 0.2}, {"epoch": 1.0, "val/mAP_50": 0.4}]
+    coco = {"size": "nano", "train_seconds": 61.2, "device": "cuda", "dataset_id": "d1", "history": history,
+            "start_weights": {"kind": "coco", "path": "/c/rf-detr-nano.pth", "sha256": "ab" * 32,
+                              "note": "found in rfdetr's cache /c"}}
+    text, warning = made_from("rfdetr", coco)
+    assert warning is None
+    assert "started from rfdetr's COCO release rf-detr-nano.pth (sha256 abababababab)" in text
+    assert "trained 2 epochs in 61 s on cuda" in text and "best validation mAP@50 0.400 (plain weights, epoch 2)" in text
+    # A model.json written before start weights were recorded: random when pretrain_weights was null.
+    text, warning = made_from("rfdetr", {"size": "nano", "settings": {"pretrain_weights": None}, "history": []})
+    assert "started from random weights" in text and warning == UNTRAINED
+    assert made_from("rfdetr", {})[1] is None  # a user's checkpoint: nothing known, nothing claimed
+    text, _ = made_from("patchcore", {"backbone": "resnet50", "layers": ["layer2"], "weights_id": "x.pth:1",
+                                      "weights_source": "the file patchcore.weights_path (x.pth)"})
+    assert "weights: the file patchcore.weights_path (x.pth)" in text

@@ -140,3 +140,91 @@ def test_a_full_disk_during_training_is_reported_as_such(trained, tmp_path):
         with pytest.raises(OSError, match=f"cannot write {small}/model: no space left on the device"):
             train(out / "dataset", settings, small / "model", threads=2, class_label="anode crack")
         assert list((small / "model").iterdir()) == []  # the run folder is removed, no partial checkpoint
+
+
+def _rfdetr_checkpoint(config_class, path, seed=1, **fields):
+    """A checkpoint in rfdetr's file layout (weights under "model", its args as a namespace),
+    with random weights of ``config_class``'s architecture, made without any download."""
+    import argparse
+
+    from rfdetr._namespace import _namespace_from_configs
+    from rfdetr.config import TrainConfig
+    from rfdetr.models.lwdetr import build_model
+
+    torch.manual_seed(seed)
+    args = _namespace_from_configs(config_class(pretrain_weights=None, device="cpu", **fields),
+                                   TrainConfig(dataset_dir=None, output_dir="output"))
+    # build_model fetches DINOv2 only for random initialisation; naming the release skips it.
+    args.pretrain_weights = config_class.model_fields["pretrain_weights"].default
+    net = build_model(args)
+    plain = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+    torch.save({"model": net.state_dict(), "args": argparse.Namespace(**plain)}, path)
+    return net.state_dict()
+
+
+def _encoder(state):
+    return {k: v for k, v in state.items() if k.startswith("backbone.0.encoder.")}
+
+
+def test_auto_starts_from_rfdetrs_release_in_its_cache(tmp_path, monkeypatch):
+    from rfdetr.config import RFDETRNanoConfig
+
+    from anodect.rfdetr.model import build, release_file, resolve_start
+
+    monkeypatch.setenv("RF_HOME", str(tmp_path))
+    settings = TrainSettings(resolution=64, num_queries=10, group_detr=2, device="cpu")
+    assert settings.pretrain_weights == "auto" and release_file("nano") == tmp_path / "rf-detr-nano.pth"
+    release = _encoder(_rfdetr_checkpoint(RFDETRNanoConfig, tmp_path / "rf-detr-nano.pth"))
+    start = resolve_start(settings)
+    assert (start.kind, start.path) == ("coco", str(tmp_path / "rf-detr-nano.pth"))
+    assert "found in rfdetr's cache" in start.note and len(start.sha256) == 64
+    built = _encoder(build(settings, "cpu", start).model.model.state_dict())
+    assert len(release) > 50 and all(torch.equal(built[k], v) for k, v in release.items())
+    random = _encoder(build(TrainSettings(pretrain_weights=None, resolution=64, num_queries=10, group_detr=2),
+                            "cpu").model.model.state_dict())
+    same = [k for k, v in release.items() if k.endswith(".weight") and v.dim() > 1 and torch.equal(random[k], v)]
+    assert not same, same
+
+
+def test_auto_without_release_or_network_trains_from_random_weights_and_says_so(tmp_path, monkeypatch, caplog):
+    from anodect.rfdetr.model import resolve_start
+
+    monkeypatch.setenv("RF_HOME", str(tmp_path / "empty"))
+    with caplog.at_level("WARNING", logger="anodect.rfdetr.model"):
+        start = resolve_start(TrainSettings())
+    assert (start.kind, start.path) == ("random", None)
+    assert "rf-detr-nano.pth" in start.note and "could not be downloaded" in start.note
+    assert "RANDOM weights" in caplog.text and "untrained" in caplog.text
+    with pytest.raises(CheckpointError, match="download: rfdetr's COCO release rf-detr-small.pth"):
+        resolve_start(TrainSettings(size="small", pretrain_weights="download"))
+    assert resolve_start(TrainSettings(pretrain_weights=None)).note == "rfdetr.pretrain_weights: null"
+
+
+def test_learning_rates_follow_the_starting_weights():
+    from anodect.rfdetr.model import StartWeights, rate_kwargs
+
+    random, coco = StartWeights("random", None, None, ""), StartWeights("coco", "r.pth", "0" * 64, "")
+    assert rate_kwargs(TrainSettings(), random) == {"lr": 5e-4, "lr_encoder": 5e-4, "lr_vit_layer_decay": 1.0,
+                                                     "lr_component_decay": 1.0}
+    assert rate_kwargs(TrainSettings(), coco) == {}  # rfdetr's own fine-tuning rates
+    assert rate_kwargs(TrainSettings(lr=1e-3, layer_decay=0.9), coco) == {
+        "lr": 1e-3, "lr_vit_layer_decay": 0.9, "lr_component_decay": 0.9}
+
+
+@pytest.mark.slow
+def test_the_original_tools_base_checkpoint_loads_offline(tmp_path, monkeypatch):
+    # The original fine-tuned RFDETRBase and saved checkpoint_best_total.pth; Base builds from random
+    # weights only after a DINOv2 download, so this checks that a Base file loads with the hub cut off.
+    from rfdetr.config import RFDETRBaseConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = tmp_path / "models" / "rf_detr" / "checkpoint_best_total.pth"
+    path.parent.mkdir(parents=True)
+    saved = _rfdetr_checkpoint(RFDETRBaseConfig, path, num_classes=1)
+    detector = Detector(path, "cpu", batch_size=2)
+    assert type(detector.model).__name__ == "RFDETRBase" and detector.context == 0
+    loaded = detector.model.model.model.state_dict()
+    assert all(torch.equal(loaded[k].cpu(), v) for k, v in _encoder(saved).items())
+    crops = np.random.default_rng(0).integers(0, 255, (3, 128, 167), dtype=np.uint8)
+    dets = detector.predict(crops, floor=0.0)
+    assert len(dets) == 3 and all(d.xyxy.shape[1] == 4 and len(d.confidence) > 0 for d in dets)

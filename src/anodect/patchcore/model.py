@@ -195,6 +195,7 @@ class PatchCore:
             "format": FORMAT,
             "backbone": self.backbone_info.name,
             "weights_id": self.backbone_info.weights_id,
+            "weights_source": self.backbone_info.weights_source,
             "layers": list(self.backbone_info.layers),
             "layer_channels": list(self.backbone_info.channels),
             "layer_strides": list(self.backbone_info.strides),

@@ -43,12 +43,12 @@ class TrainSettings:
     """How RF-DETR is fine-tuned (config section ``rfdetr``)."""
 
     size: str = "nano"
-    pretrain_weights: str | None = None  # None: random initialisation; a .pth path; "download"
+    pretrain_weights: str | None = "auto"  # "auto", "download", None (random) or a .pth path
     resolution: int = 192
     epochs: int = 20
     batch_size: int = 4
-    lr: float = 1e-3
-    lr_encoder: float = 1e-3
+    lr: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1e-4) when fine-tuning
+    lr_encoder: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1.5e-4) when fine-tuning
     layer_decay: float | None = None  # None: 1.0 from random weights, rfdetr's 0.8 when fine-tuning
     num_queries: int | None = None  # None: rfdetr's default for the size
     group_detr: int | None = None
@@ -82,32 +82,101 @@ def _model_class(size: str):
     return getattr(rfdetr, SIZES[size])
 
 
-def build(settings: TrainSettings, device) -> object:
-    """An untrained rfdetr model of the configured size, on ``device``.
+@dataclass(frozen=True)
+class StartWeights:
+    """Where fine-tuning starts: rfdetr's COCO release, a given checkpoint, or random weights.
 
-    ``pretrain_weights: null`` builds with random weights, offline. A path starts from
-    that checkpoint (a COCO release or the original tool's ``checkpoint_best_total.pth``);
-    ``download`` lets rfdetr fetch its own release (needs the network).
+    Attributes:
+        kind: ``coco`` (rfdetr's release for the size), ``checkpoint`` (a file the user gave)
+            or ``random``.
+        path: the weights file, None for random.
+        sha256: the file's SHA-256, None for random.
+        note: how the choice was made, for the log, ``model.json`` and the report.
     """
-    kwargs: dict = {"num_classes": 1, "device": str(device)}
+
+    kind: str
+    path: str | None
+    sha256: str | None
+    note: str
+
+    def describe(self) -> str:
+        names = {"coco": "rfdetr's COCO release", "checkpoint": "a given checkpoint", "random": "random weights"}
+        where = f" {Path(self.path).name} (sha256 {self.sha256[:12]})" if self.path else ""
+        return f"{names[self.kind]}{where}: {self.note}"
+
+
+def release_file(size: str) -> Path:
+    """Where rfdetr keeps its COCO release for ``size`` (``$RF_HOME``, default ``~/.roboflow/models``)."""
+    import rfdetr.config
+    from rfdetr.assets.model_weights import get_model_cache_dir
+
+    _model_class(size)  # names the sizes on a typo
+    config_class = getattr(rfdetr.config, SIZES[size] + "Config")
+    return Path(get_model_cache_dir()) / config_class.model_fields["pretrain_weights"].default
+
+
+def resolve_start(settings: TrainSettings) -> StartWeights:
+    """Decide the starting weights from ``rfdetr.pretrain_weights``.
+
+    ``auto`` takes rfdetr's COCO release for the size from rfdetr's cache, or downloads it
+    there; when neither works it falls back to random weights and says why in the log
+    (the run goes on, and the report says the detector is untrained). ``download`` is the
+    same without the fallback. ``None`` is random weights; a path is that checkpoint.
+
+    Raises:
+        CheckpointError: a given path that is not a file; ``download`` that fails.
+    """
+    choice = settings.pretrain_weights
+    if choice is None:
+        return StartWeights("random", None, None, "rfdetr.pretrain_weights: null")
+    if choice not in ("auto", "download"):
+        path = Path(choice)
+        if not path.is_file():
+            raise CheckpointError(f"rfdetr.pretrain_weights: {choice} not found")
+        return StartWeights("checkpoint", str(path), file_sha256(path), "rfdetr.pretrain_weights")
+    release = release_file(settings.size)
+    if release.is_file():
+        return StartWeights("coco", str(release), file_sha256(release), f"found in rfdetr's cache {release.parent}")
+    from rfdetr.assets.model_weights import download_pretrain_weights
+
+    try:
+        release.parent.mkdir(parents=True, exist_ok=True)
+        download_pretrain_weights(str(release))  # rfdetr's own download, MD5-checked, to a temporary name
+        if not release.is_file():
+            raise OSError(f"rfdetr has no release named {release.name}")
+    except Exception as exc:  # requests, OS and checksum errors alike mean "not to be had"
+        reason = (f"rfdetr's COCO release {release.name} is not in rfdetr's cache {release.parent} and could not "
+                  f"be downloaded ({type(exc).__name__}: {str(exc)[:200]})")
+        if choice == "download":
+            raise CheckpointError(f"rfdetr.pretrain_weights: download: {reason}") from exc
+        log.warning("RF-DETR starts from RANDOM weights: %s. Its figures will measure an untrained detector; put "
+                    "%s in %s (or set $RF_HOME), or set rfdetr.pretrain_weights to a checkpoint", reason,
+                    release.name, release.parent)
+        return StartWeights("random", None, None, reason)
+    return StartWeights("coco", str(release), file_sha256(release), f"downloaded into rfdetr's cache {release.parent}")
+
+
+def build(settings: TrainSettings, device, start: StartWeights | None = None) -> object:
+    """An rfdetr model of the configured size, on ``device``, with its starting weights.
+
+    Args:
+        settings: the ``rfdetr`` config section.
+        device: torch device.
+        start: starting weights; None resolves ``settings.pretrain_weights`` (``resolve_start``).
+    """
+    start = start or resolve_start(settings)
+    kwargs: dict = {"num_classes": 1, "device": str(device), "pretrain_weights": start.path}
     if settings.num_queries:
         kwargs.update(num_queries=settings.num_queries, num_select=settings.num_queries)
     if settings.group_detr:
         kwargs["group_detr"] = settings.group_detr
-    weights = settings.pretrain_weights
-    if weights is None:
-        kwargs["pretrain_weights"] = None
-    elif weights != "download":
-        if not Path(weights).is_file():
-            raise CheckpointError(f"rfdetr.pretrain_weights: {weights} not found")
-        kwargs["pretrain_weights"] = str(weights)
     try:
         return _model_class(settings.size)(trust_checkpoint=settings.trust_checkpoint, **kwargs)
     except (OSError, ConnectionError) as exc:
         raise CheckpointError(
-            f"rfdetr {settings.size}: could not build the model ({exc}). Without network, use "
-            "pretrain_weights: null (nano, small, medium, large build offline; base needs a DINOv2 "
-            "download) or a local checkpoint") from exc
+            f"rfdetr {settings.size}: could not build the model from {start.describe()} ({exc}). rfdetr builds "
+            "base from random weights only after downloading DINOv2; offline, give base a checkpoint or use nano, "
+            "small, medium or large") from exc
 
 
 def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path, threads: int,
@@ -124,16 +193,17 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     device = resolve_device(settings.device)
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     manifest = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
-    model = build(settings, device)
+    start = resolve_start(settings)
+    log.info("RF-DETR %s starts from %s", settings.size, start.describe())
+    model = build(settings, device, start)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=".rfdetr-run.", dir=out_dir))
     t0 = time.perf_counter()
     try:
         model.train(
             dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=settings.epochs,
-            batch_size=settings.batch_size, grad_accum_steps=1, lr=settings.lr, lr_encoder=settings.lr_encoder,
-            resolution=settings.resolution, multi_scale=settings.multi_scale, use_ema=settings.use_ema,
-            **_decay_kwargs(settings),
+            batch_size=settings.batch_size, grad_accum_steps=1, resolution=settings.resolution, multi_scale=settings.multi_scale, use_ema=settings.use_ema,
+            **rate_kwargs(settings, start),
             early_stopping=settings.early_stopping, early_stopping_patience=settings.patience,
             early_stopping_min_delta=settings.min_delta, num_workers=settings.num_workers, seed=settings.seed,
             device=str(device), tensorboard=False, progress_bar=None, class_names=[class_label],
@@ -160,6 +230,7 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
         "size": settings.size,
         "class_label": class_label,
         "settings": asdict(settings),
+        "start_weights": asdict(start),
         "context": int(manifest.get("context", 0)),
         "crop_shape": manifest.get("crop_shape"),
         "dataset_id": manifest.get("dataset_id"),
@@ -177,17 +248,27 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     return meta
 
 
-def _decay_kwargs(settings: TrainSettings) -> dict:
-    """Learning-rate decay over the backbone's depth and the model's components.
+# From random weights (the measured runs in README.md); fine-tuning keeps rfdetr's own rates.
+_RANDOM_START_LR = 5e-4
 
-    rfdetr's defaults (0.8 per ViT layer, 0.7 per component) protect pretrained
-    features while fine-tuning; from random weights they leave the first layers
-    learning at a few percent of ``lr_encoder``, so there both are 1.
+
+def rate_kwargs(settings: TrainSettings, start: StartWeights) -> dict:
+    """Learning rates and their decay over the backbone's depth and the model's components.
+
+    rfdetr's defaults (lr 1e-4, encoder 1.5e-4, decay 0.8 per ViT layer and 0.7 per
+    component) protect pretrained features while fine-tuning; from random weights
+    they leave the first layers learning at a few percent of a small rate, so there
+    the rates are 5e-4 and the decays 1. Values set in the config always win.
     """
-    decay = settings.layer_decay
-    if decay is None:
-        decay = 1.0 if settings.pretrain_weights is None else None
-    return {} if decay is None else {"lr_vit_layer_decay": decay, "lr_component_decay": decay}
+    random = start.kind == "random"
+    out = {}
+    for key, value in (("lr", settings.lr), ("lr_encoder", settings.lr_encoder)):
+        if value is not None or random:
+            out[key] = value if value is not None else _RANDOM_START_LR
+    decay = settings.layer_decay if settings.layer_decay is not None else (1.0 if random else None)
+    if decay is not None:
+        out.update(lr_vit_layer_decay=decay, lr_component_decay=decay)
+    return out
 
 
 def _history(metrics_csv: Path) -> list[dict]:
