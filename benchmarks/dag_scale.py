@@ -1,20 +1,32 @@
-"""How long Snakemake takes to plan a run of thousands of scans (`snakemake -n`), no pixels needed.
+"""What thousands of scans cost before any pixel is read: parses, planning and discovery,
+on a real folder tree.
 
-A work folder gets a config with ready (frozen) models, and a sample sheet and
-slice list of N fake scans of 300 slices each (a real scan's order of magnitude;
-the slice files are not created: planning never opens them, the scan's
-fingerprint column stands for them): the dry run plans every job (crops,
-PatchCore scoring, RF-DETR prediction, decisions and drawings per scan, then the
-summary and the report) without reading an image.
+The tree is what a user brings: ``<battery>/[Z軸]/<battery>_負極_NNNN.tif``, N scans of
+300 slice files each, every file a hard link to one of 32 real CT slices
+(``data/battery_xct/cell_vol``, copied to 32 inodes so no inode passes the 65,000-link
+limit). Models are given ready (a PatchCore folder and an RF-DETR checkpoint file, never
+opened by planning), so the plan holds the per-scan chain (crops, PatchCore scores,
+RF-DETR predictions, decisions and drawings per model) and the report.
 
-    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--no-rfdetr] [--keep DIR]
+Timed separately, each ``--repeats`` times (median and range), with the load average:
+
+1. ``main parse``: ``snakemake -n <scans.tsv>`` after discovery: what every invocation pays
+   before planning (config check, the discovery job's rerun check over the folders).
+2. ``job parse``: the command a cluster node runs for one crop job (``--mode remote
+   --target-jobs crop_rois:scan=... --allowed-rules crop_rois``), as a dry run.
+3. ``plan``: ``snakemake -n`` of the whole run after discovery.
+4. ``discovery``: the discovery job itself (``--forcerun discover_scans``).
+
+    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--repeats 3] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,20 +34,36 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import tifffile
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-ROI = {"name": "left", "x_min": 8, "x_max": 40, "y_min": 8, "y_max": 40}
+REAL = REPO / "data" / "battery_xct" / "cell_vol"
+ROI = {"name": "left", "x_min": 100, "x_max": 267, "y_min": 300, "y_max": 428}
+INODES = 32
 
 
-def make_workdir(root: Path, n_scans: int, n_slices: int, rfdetr: bool) -> None:
-    real = root / "real" / "[R01] cell" / "[Z軸]"
-    real.mkdir(parents=True)
-    for i in range(2):
-        tifffile.imwrite(real / f"[R01] cell_負極_{i:04d}.tif", np.random.default_rng(i).integers(0, 255, (64, 64),
-                                                                                                  dtype=np.uint8))
+def make_tree(root: Path, n_scans: int, n_slices: int) -> Path:
+    """The input tree of hard links; returns the input folder."""
+    sources = sorted(REAL.glob("*.tif"))
+    if not sources:
+        raise SystemExit(f"no real slices in {REAL}")
+    pool = root / "pool"
+    pool.mkdir(parents=True)
+    inodes = []
+    for k in range(INODES):
+        target = pool / f"slice_{k:02d}.tif"
+        shutil.copyfile(sources[k % len(sources)], target)
+        inodes.append(str(target))
+    data = root / "scans"
+    for n in range(n_scans):
+        folder = data / f"B{n:05d}" / "[Z軸]"
+        folder.mkdir(parents=True)
+        for i in range(n_slices):
+            os.link(inodes[(n * n_slices + i) % INODES], folder / f"B{n:05d}_負極_{i:04d}.tif")
+    return data
+
+
+def make_workdir(root: Path, data: Path) -> None:
     model = root / "models" / "patchcore"
     model.mkdir(parents=True)
     (model / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
@@ -44,71 +72,88 @@ def make_workdir(root: Path, n_scans: int, n_slices: int, rfdetr: bool) -> None:
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"")
     config = {
-        "input_dir": str(root / "real"), "output_inference_dir": str(root / "results"),
-        "roi_config": [ROI], "filter_index_range": None, "crop_context": 0,
-        "patchcore": {"model": str(model)},
-        "rfdetr": {"model": str(checkpoint) if rfdetr else "none"},
+        "input_dir": str(data), "output_inference_dir": str(root / "results"),
+        "roi_config": [ROI], "filter_index_range": None, "crop_context": 0, "patchcore_threshold": 1.0,
+        "patchcore": {"model": str(model)}, "rfdetr": {"model": str(checkpoint)},
         "evaluation": {"truth": "none"}, "demo": {"enabled": False},
     }
     (root / "config").mkdir()
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
-    results = root / "results"
-    results.mkdir()
-    scans, slices = [], []
-    data = root / "fake"
-    for n in range(n_scans):
-        scan_id = f"b{n:05d}_z-{n:08x}"
-        folder = data / f"B{n:05d}" / "[Z軸]"
-        for i in range(n_slices):
-            path = folder / f"B{n:05d}_負極_{i:04d}.tif"
-            slices.append({"scan_id": scan_id, "slice_index": i, "path": str(path), "page": -1})
-        scans.append({"scan_id": scan_id, "role": "inspect", "battery_id": f"B{n:05d}",
-                      "battery_path": f"B{n:05d}", "axis": "[Z軸]", "layout": "folders", "source": str(folder),
-                      "n_slices": n_slices, "first_slice": 0, "last_slice": n_slices - 1,
-                      "slice_indices": f"0-{n_slices - 1}", "height": 64, "width": 64,
-                      "fingerprint": f"{n:016x}"})
-    pd.DataFrame(scans).to_csv(results / "scans.tsv", sep="\t", index=False)
-    pd.DataFrame(slices).to_csv(results / "slices.tsv", sep="\t", index=False)
-    (results / "benchmarks").mkdir()
-    (results / "benchmarks" / "discover_scans.tsv").write_text("s\n0\n")
-    pd.DataFrame(columns=["role", "source", "scan_id", "note"]).to_csv(results / "discovery_notes.tsv", sep="\t",
-                                                                       index=False)
 
 
-def dry_run(root: Path) -> tuple[float, dict[str, int]]:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), "-n", "--quiet",
-           "rules", "--rerun-triggers", "mtime", "--cores", "8"]
+def snakemake(root: Path, *args: str) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"dry run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    jobs = {}
-    for line in (proc.stdout + proc.stderr).splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            jobs[parts[0]] = int(parts[1])
-    return elapsed, jobs
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stdout + proc.stderr
+
+
+def planned_jobs(out: str) -> int:
+    block = out.split("Job stats:")[1].split("\ntotal")[1]
+    return int(block.split()[0])
+
+
+def first_scan_id(root: Path) -> str:
+    with open(root / "results" / "scans.tsv", encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        return f.readline().rstrip("\n").split("\t")[header.index("scan_id")]
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
+
+
+def measure(root: Path, repeats: int) -> dict:
+    results = root / "results"
+    times: dict[str, list[float]] = {"discovery": [], "main parse": [], "job parse": [], "plan": []}
+    loads = []
+    jobs = 0
+    for _ in range(repeats):
+        loads.append(os.getloadavg()[0])
+        t, _ = snakemake(root, "--cores", "1", "--forcerun", "discover_scans", "--", str(results / "scans.tsv"))
+        times["discovery"].append(t)
+        t, out = snakemake(root, "-n", "--cores", "1", str(results / "scans.tsv"))
+        assert "Nothing to be done" in out, out[-2000:]
+        times["main parse"].append(t)
+        scan = first_scan_id(root)
+        t, _ = snakemake(root, "-n", "--mode", "remote", "--cores", "1", "--target-jobs", f"crop_rois:scan={scan}",
+                         "--allowed-rules", "crop_rois")
+        times["job parse"].append(t)
+        t, out = snakemake(root, "-n", "--cores", "8", "--quiet", "rules")
+        times["plan"].append(t)
+        jobs = planned_jobs(out)
+        loads.append(os.getloadavg()[0])
+    return {"times": times, "jobs": jobs, "load": loads}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scans", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--slices", type=int, default=300, help="slices per fake scan")
-    parser.add_argument("--no-rfdetr", action="store_true", help="PatchCore alone")
+    parser.add_argument("--slices", type=int, default=300, help="slice files per scan")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="keep the work folders under this folder")
     args = parser.parse_args()
     for n in args.scans:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix=f"dag{n}-", dir=args.keep))
-        t0 = time.perf_counter()
-        make_workdir(root, n, args.slices, not args.no_rfdetr)
-        setup = time.perf_counter() - t0
-        elapsed, jobs = dry_run(root)
-        total = sum(v for k, v in jobs.items())
-        print(f"{n:>6} scans: snakemake -n planned {total} jobs in {elapsed:.1f} s "
-              f"({1000 * elapsed / max(total, 1):.2f} ms/job; setup {setup:.1f} s) {jobs}", flush=True)
-        if not args.keep:
-            shutil.rmtree(root)
+        try:
+            t0 = time.perf_counter()
+            data = make_tree(root, n, args.slices)
+            make_workdir(root, data)
+            setup = time.perf_counter() - t0
+            m = measure(root, args.repeats)
+            print(f"{n} scans x {args.slices} slice files ({n * args.slices:,} files; tree built in {setup:.0f} s), "
+                  f"{m['jobs']} jobs planned, load {statistics.median(m['load']):.2f} "
+                  f"({min(m['load']):.2f}-{max(m['load']):.2f}):", flush=True)
+            for name, values in m["times"].items():
+                print(f"  {name:>10}: {summary(values)}", flush=True)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

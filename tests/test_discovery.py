@@ -137,3 +137,37 @@ def test_every_page_of_a_stack_has_its_own_slice_name():
     assert slice_name("/d/[A]/[Z軸]/[A]_負極_0205.tif", -1, 205) == "[A]_負極_0205"
     names = {slice_name("/d/[A] cell.tif", p, 100 + p) for p in range(5)}
     assert names == {f"[A] cell_{100 + p:04d}" for p in range(5)}
+
+
+def test_folder_fingerprint_sees_scans_come_go_and_exported_again_but_not_a_middle_slice(tmp_path):
+    from anodect.discovery import first_scan, folders_fingerprint
+
+    settings = DiscoverySettings()
+    _scan(tmp_path, "A", range(200, 206))
+    _scan(tmp_path, "B", range(200, 206))
+    rng = (201, 204)
+    fp = lambda: folders_fingerprint(tmp_path, settings, rng)  # noqa: E731
+    first = fp()
+    assert fp() == first
+    folder = tmp_path / "A" / "[Z軸]"
+
+    def touch(name):
+        st = (folder / name).stat()
+        os.utime(folder / name, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    touch("負極_0202.tif")  # a middle slice rewritten in place: the documented blind spot
+    assert fp() == first
+    touch("負極_0205.tif")  # outside filter_index_range: not a slice of the run
+    assert fp() == first
+    touch("負極_0204.tif")  # the last slice in range: the scan was exported again
+    second = fp()
+    assert second != first
+    write_slice(folder / "負極_0210.tif", np.zeros((8, 8), np.uint8))  # a file added
+    third = fp()
+    assert third != second
+    os.rename(tmp_path / "B", tmp_path / "C")  # a battery renamed
+    assert fp() != third
+    # The pre-run check reads the first scan only, the one discover() finds first.
+    assert first_scan(tmp_path, settings, rng).source == discover(tmp_path, "inspect", settings, rng)[0].source
+    (tmp_path / "empty").mkdir()
+    assert first_scan(tmp_path / "empty", settings, rng) is None

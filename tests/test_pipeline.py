@@ -153,9 +153,10 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     assert len(after) == len(before) + 2  # T02's crops and scores
     assert all(after[name] == mtime for name, mtime in before.items())
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
-    # A rewritten slice file (not an input: its scan's fingerprint is a param) reruns its own scan alone.
+    # A scan exported again over its old files (here: its last slice file rewritten in place, which
+    # leaves its folder's time alone) reruns discovery, and the crops and scores of that scan alone.
     listed = pd.read_csv(results / "slices.tsv", sep="\t")
-    slice_file = Path(listed.loc[listed["scan_id"].str.startswith("t01"), "path"].iloc[0])
+    slice_file = Path(listed.loc[listed["scan_id"].str.startswith("t01"), "path"].iloc[-1])
     st = slice_file.stat()
     os.utime(slice_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     snakemake(tmp_path)
@@ -167,6 +168,52 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     assert metrics["truth"] is None and list(metrics["models"]) == ["patchcore"]
     assert "slice" not in metrics["models"]["patchcore"] and metrics["models"]["patchcore"]["counts"]["slices"] == 16
     assert "No ground truth was given" in (results / "report" / "comparison.html").read_text(encoding="utf-8")
+
+
+_AUDIT = """
+import atexit, json, os, runpy, sys
+root, report = sys.argv[1], sys.argv[2]
+touched = []
+def hook(event, args):
+    if event in ("os.scandir", "os.listdir", "open") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.fsdecode(args[0])
+        if os.path.abspath(path).startswith(root):
+            touched.append([event, path])
+atexit.register(lambda: open(report, "w").write(json.dumps(touched)))
+sys.addaudithook(hook)
+sys.argv = ["snakemake", *sys.argv[3:]]
+runpy.run_module("snakemake", run_name="__main__")
+"""
+
+
+def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, tiny_demo):
+    demo_dir, _ = tiny_demo
+    data = tmp_path / "scans"
+    shutil.copytree(demo_dir / "scans" / "test", data)
+    config = tiny_config(tmp_path, demo_enabled=False)
+    config.update(input_dir=str(data), training={}, rfdetr={"model": "none"}, patchcore_threshold=1.0)
+    config["patchcore"] = {"model": str(tmp_path / "models" / "patchcore")}
+    (tmp_path / "models" / "patchcore").mkdir(parents=True)
+    (tmp_path / "models" / "patchcore" / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
+    np.save(tmp_path / "models" / "patchcore" / "memory_bank.npy", np.zeros((1, 1), np.float32))
+    write_config(tmp_path / "config" / "config.yaml", config)
+    results = tmp_path / "results"
+    snakemake(tmp_path, str(results / "scans.tsv"))  # discovery, as the main process runs it
+    scan = pd.read_csv(results / "scans.tsv", sep="\t")["scan_id"].iloc[0]
+    base = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "-n"]
+
+    def touched(*args):
+        report = tmp_path / "audit.json"
+        proc = subprocess.run([sys.executable, "-c", _AUDIT, str(data), str(report), *base, *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return json.loads(report.read_text())
+
+    # The main process checks the folders and what the discovery job hangs on: the hook sees it...
+    assert any(event == "os.scandir" for event, _ in touched(str(results / "scans.tsv")))
+    # ...a cluster job's parse (the command Snakemake's executors run on a node) lists and opens nothing there.
+    assert touched("--mode", "remote", "--target-jobs", f"crop_rois:scan={scan}", "--allowed-rules",
+                   "crop_rois") == []
 
 
 def test_bad_config_stops_before_any_job_with_one_message(tmp_path):

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,13 +148,12 @@ def _walk(root: Path):
 def discover_folders(
     root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None,
     skipped: list[dict] | None = None,
-) -> list[Scan]:
-    """Scans laid out as one TIFF per slice in ``<battery>/<axis>/`` folders.
+) -> Iterator[Scan]:
+    """Scans laid out as one TIFF per slice in ``<battery>/<axis>/`` folders, one at a time.
 
     Folders with slice files but no usable slice are reported in ``skipped``.
     """
     regex = settings.compiled_regex()
-    scans = []
     skipped = [] if skipped is None else skipped
     for folder, filenames in _walk(root):
         candidates = [f for f in filenames if settings.matches_file(f)]
@@ -198,28 +198,24 @@ def discover_folders(
             continue
         rel = _rel(folder, root)
         battery_id = battery_dir.name
-        scans.append(
-            Scan(
-                scan_id=make_scan_id(role, rel, battery_id, axis),
-                role=role,
-                battery_id=battery_id,
-                battery_path=_rel(battery_dir, root) or battery_id,
-                axis=axis,
-                layout="folders",
-                source=str(folder),
-                slices=[by_index[i] for i in sorted(by_index)],
-                notes=notes,
-            )
+        yield Scan(
+            scan_id=make_scan_id(role, rel, battery_id, axis),
+            role=role,
+            battery_id=battery_id,
+            battery_path=_rel(battery_dir, root) or battery_id,
+            axis=axis,
+            layout="folders",
+            source=str(folder),
+            slices=[by_index[i] for i in sorted(by_index)],
+            notes=notes,
         )
-    return scans
 
 
 def discover_stacks(
     root: Path, role: str, settings: DiscoverySettings, index_range: tuple[int, int] | None,
     skipped: list[dict] | None = None,
-) -> list[Scan]:
-    """Scans stored as one multi-page TIFF each; page p is slice ``stack_first_index + p``."""
-    scans = []
+) -> Iterator[Scan]:
+    """Scans stored as one multi-page TIFF each, one at a time; page p is slice ``stack_first_index + p``."""
     skipped = [] if skipped is None else skipped
     for folder, filenames in _walk(root):
         for name in filenames:
@@ -247,19 +243,16 @@ def discover_stacks(
             rel = _rel(path, root)
             axis = folder.name if settings.axis_folder and settings.matches_axis(folder.name) else ""
             battery_id = Path(name).stem
-            scans.append(
-                Scan(
-                    scan_id=make_scan_id(role, rel, battery_id, axis),
-                    role=role,
-                    battery_id=battery_id,
-                    battery_path=str(Path(rel).with_suffix("")),
-                    axis=axis,
-                    layout="stack",
-                    source=str(path),
-                    slices=slices,
-                )
+            yield Scan(
+                scan_id=make_scan_id(role, rel, battery_id, axis),
+                role=role,
+                battery_id=battery_id,
+                battery_path=str(Path(rel).with_suffix("")),
+                axis=axis,
+                layout="stack",
+                source=str(path),
+                slices=slices,
             )
-    return scans
 
 
 def discover(
@@ -289,10 +282,8 @@ def discover(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: folder not found")
-    if settings.layout == "stack":
-        scans = discover_stacks(root, role, settings, index_range, skipped)
-    else:
-        scans = discover_folders(root, role, settings, index_range, skipped)
+    finder = discover_stacks if settings.layout == "stack" else discover_folders
+    scans = list(finder(root, role, settings, index_range, skipped))
     if read_sizes:
         for scan in scans:
             for sl in scan.slices:
@@ -308,6 +299,58 @@ def discover(
         if rec["role"] == role and str(rec["source"]).startswith(str(root)):
             log.warning("%s: %s", rec["source"], rec["note"])
     return scans
+
+
+def first_scan(root: str | Path, settings: DiscoverySettings, index_range: tuple[int, int] | None) -> Scan | None:
+    """The first scan ``discover`` would find under ``root``, found without walking the rest.
+
+    What a pre-run check needs (is there anything, and how large are its images):
+    for a folder that holds scans this reads one folder, not thousands.
+    """
+    finder = discover_stacks if settings.layout == "stack" else discover_folders
+    return next(iter(finder(Path(root), "inspect", settings, index_range, [])), None)
+
+
+def folders_fingerprint(root: str | Path, settings: DiscoverySettings,
+                        index_range: tuple[int, int] | None = None) -> str:
+    """16 hex digits that change when scans appear in, vanish from or are re-exported under ``root``.
+
+    Per folder: its modification time (a file or folder added, removed or renamed in
+    it changes it) and the size and time of its first and last slice file in range
+    (a scan exported again over its old files). Two stats per folder instead of one
+    per slice file: at 5,000 scans of 300 slices, 10,000 stats instead of 1.5 million.
+    A slice rewritten in place in the middle of a scan, both ends left alone, is not
+    seen here (``snakemake --forcerun discover_scans`` looks again).
+    """
+    digest = hashlib.sha1()
+    root = Path(root)
+    regex = settings.compiled_regex()
+
+    def usable(name: str) -> bool:
+        if not settings.matches_file(name):
+            return False
+        if settings.layout == "stack":
+            return True
+        m = regex.search(name)
+        return bool(m) and _in_range(int(m.group(1)), index_range)
+
+    for folder, filenames in _walk(root):
+        try:
+            parts = [_rel(folder, root), str(os.stat(folder).st_mtime_ns)]
+        except OSError:
+            continue
+        # A stack is a whole scan in one file: each is looked at.
+        names = [n for n in filenames if usable(n)] if settings.layout == "stack" else dict.fromkeys(
+            n for n in (next((n for n in filenames if usable(n)), None),
+                        next((n for n in reversed(filenames) if usable(n)), None)) if n)
+        for name in names:
+            try:
+                st = os.stat(folder / name)
+                parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{name}:missing")
+        digest.update(("\t".join(parts) + "\n").encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
 
 
 NOTE_COLUMNS = ["role", "source", "scan_id", "note"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
-from .discovery import DiscoverySettings, Scan, check_unique_ids, discover
+from .discovery import DiscoverySettings, Scan, check_unique_ids, discover, first_scan, folders_fingerprint
 from .imaging import image_shape
 
 
@@ -82,11 +82,17 @@ def discover_all(config: dict, read_sizes: bool = True, skipped: list[dict] | No
     return scans
 
 
-def check_config(config: dict) -> dict:
+def check_config(config: dict, inputs: bool = True) -> dict:
     """Validate a config before any job runs: schema, ranges, ROIs and input folders.
 
     Folders that the demo generates are not looked at (they appear during the run);
-    their ROI check uses ``demo.image_size``.
+    their ROI check uses ``demo.image_size``. Each input folder is read only up to
+    its first scan (is there one, and its image size for the ROI check).
+
+    Args:
+        config: the config as loaded.
+        inputs: look at the input folders and test-write the output folder. False in a
+            cluster job's parse, which must not touch the input tree beyond its own scan.
 
     Returns:
         The config with defaults filled in.
@@ -107,15 +113,15 @@ def check_config(config: dict) -> dict:
     demo = config["demo"]
     if demo.get("enabled"):
         image_shapes.append(("demo.image_size", (demo["image_size"], demo["image_size"])))
-    if not problems:
+    if not problems and inputs:
         for src in sources(config):
             if src.generated:
                 continue
             if not Path(src.path).is_dir():
                 problems.append(f"{src.key}: folder {src.path!r} not found")
                 continue
-            found = discover(src.path, src.role, settings, index_range(config), read_sizes=False)
-            if not found:
+            found = first_scan(src.path, settings, index_range(config))
+            if found is None:
                 rng = index_range(config)
                 problems.append(
                     f"{src.key}: no slice found under {src.path!r} "
@@ -125,7 +131,7 @@ def check_config(config: dict) -> dict:
                     + "; see the discovery section of config/README.md)"
                 )
                 continue
-            first = found[0].slices[0]
+            first = found.slices[0]
             try:
                 image_shapes.append((src.key, image_shape(first.path, first.page if first.page >= 0 else None)))
             except Exception as exc:  # noqa: BLE001 - reported as a config problem
@@ -134,7 +140,7 @@ def check_config(config: dict) -> dict:
     problems += rfdetr_problems(config)
     problems += truth_problems(config)
     problems += metadata_problems(config)
-    problems += output_problems(config)
+    problems += output_problems(config) if inputs else []
     roi_msgs = roi_problems(rois, None)
     for key, shape in image_shapes:
         roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
@@ -456,11 +462,13 @@ def decision_params(config: dict, model: str) -> dict:
 
 
 def listing_fingerprint(config: dict) -> str:
-    """Hash of every discoverable slice file of the user's (non-generated) folders.
+    """What the discovery job's rerun hangs on: the folders of the user's (non-generated) sources.
 
-    Used as a param of the discovery job, so adding, removing, renaming or rewriting
-    a slice file reruns discovery (and, through the scan's ``fingerprint``, the crops
-    of that scan alone) while an unchanged input leaves the run untouched.
+    A param of the discovery job, evaluated by the main process only: adding, removing
+    or renaming scans or slice files, or exporting a scan again, reruns discovery (and,
+    through each scan's ``fingerprint``, the crops of the changed scans alone), while an
+    unchanged input leaves the run untouched. See ``discovery.folders_fingerprint``
+    for what it reads.
     """
     settings = DiscoverySettings.from_config(config["discovery"])
     digest = hashlib.sha1()
@@ -468,9 +476,8 @@ def listing_fingerprint(config: dict) -> str:
         if src.generated or not Path(src.path).is_dir():
             digest.update(f"{src.role}:generated\n".encode())
             continue
-        for scan in discover(src.path, src.role, settings, index_range(config), read_sizes=False):
-            pages = ",".join(str(sl.page) for sl in scan.slices)
-            digest.update(f"{src.role}\t{scan.scan_id}\t{pages}\t{scan.fingerprint()}\n".encode("utf-8"))
+        folders = folders_fingerprint(src.path, settings, index_range(config))
+        digest.update(f"{src.role}\t{folders}\n".encode("utf-8"))
     return digest.hexdigest()
 
 

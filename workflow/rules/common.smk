@@ -7,7 +7,8 @@ from snakemake.utils import validate
 
 validate(config, str(SCHEMA_PATH))
 try:
-    config = aw.check_config(config)
+    # A cluster job's parse skips the input folders: it must not walk the tree.
+    config = aw.check_config(config, inputs=workflow.is_main_process)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 
@@ -70,7 +71,10 @@ def rfdetr_model_files(wildcards):
 
 
 def scan_record(scan):
-    return aw.sheet_record(checkpoints.discover_scans.get().output.scans, scan)
+    # Per-scan jobs exist only once discovery has run (their ids come from the sheet),
+    # so they read the sheet directly: going through the checkpoint made Snakemake
+    # revisit every one of them after it, most of the planning time at 1,000 scans.
+    return aw.sheet_record(rules.discover_scans.output.scans, scan)
 
 
 def model_output(wildcards):

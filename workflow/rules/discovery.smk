@@ -19,7 +19,13 @@ checkpoint discover_scans:
         sources=[vars(src) for src in aw.sources(config)],
         discovery=config["discovery"],
         filter_index_range=config["filter_index_range"],
-        # Reruns discovery when scans appear in or vanish from the user's folders.
-        listing=aw.listing_fingerprint(config),
+        # Reruns discovery when scans appear in, vanish from or are exported again into
+        # the user's folders. Only the main process looks: a cluster job's parse puts
+        # this job in its DAG too, and must not walk the input tree.
+        listing=lambda wildcards: (
+            aw.listing_fingerprint(config)
+            if workflow.is_main_process
+            else "not looked at"
+        ),
     script:
         "../scripts/discover_scans.py"
