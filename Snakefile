@@ -18,6 +18,15 @@ include: "workflow/rules/decisions.smk"
 include: "workflow/rules/report.smk"
 
 
+# Small-file aggregations: on a cluster they run in the main process instead of
+# waiting in the queue. (evaluate, plot_report and publish read every scan's crops
+# or images, so they stay jobs.)
+localrules:
+    qc_table,
+    summarise,
+    report,
+
+
 rule all:
     default_target: True
     input:

@@ -17,7 +17,10 @@ Timed separately, each ``--repeats`` times (median and range), with the load ave
 3. ``plan``: ``snakemake -n`` of the whole run after discovery.
 4. ``discovery``: the discovery job itself (``--forcerun discover_scans``).
 
-    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--repeats 3] [--keep DIR]
+``--before DIR`` times another checkout of the pipeline (``git worktree add DIR <rev>``)
+on the same tree, alternating with this one, so both sides come from one run.
+
+    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--repeats 3] [--keep DIR] [--before DIR]
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ def make_workdir(root: Path, data: Path) -> None:
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
 
 
-def snakemake(root: Path, *args: str) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(root), *args]
+def snakemake(root: Path, *args: str, repo: Path = REPO) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(root), *args]
+    # The checkout's own package, ahead of the installed one.
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -106,26 +111,32 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def measure(root: Path, repeats: int) -> dict:
+def measure_once(root: Path, repo: Path, times: dict[str, list[float]]) -> int:
+    """One round of the four timings with the pipeline in ``repo``; returns the jobs planned."""
     results = root / "results"
-    times: dict[str, list[float]] = {"discovery": [], "main parse": [], "job parse": [], "plan": []}
-    loads = []
-    jobs = 0
+    t, _ = snakemake(root, "--cores", "1", "--forcerun", "discover_scans", "--", str(results / "scans.tsv"), repo=repo)
+    times["discovery"].append(t)
+    t, out = snakemake(root, "-n", "--cores", "1", str(results / "scans.tsv"), repo=repo)
+    assert "Nothing to be done" in out, out[-2000:]
+    times["main parse"].append(t)
+    scan = first_scan_id(root)
+    t, _ = snakemake(root, "-n", "--mode", "remote", "--cores", "1", "--target-jobs", f"crop_rois:scan={scan}",
+                     "--allowed-rules", "crop_rois", repo=repo)
+    times["job parse"].append(t)
+    t, out = snakemake(root, "-n", "--cores", "8", "--quiet", "rules", repo=repo)
+    times["plan"].append(t)
+    return planned_jobs(out)
+
+
+def measure(root: Path, repeats: int, repos: dict[str, Path]) -> dict:
+    """Each side's timings, the sides alternating within every repeat."""
+    times = {side: {"discovery": [], "main parse": [], "job parse": [], "plan": []} for side in repos}
+    loads, jobs = [], {}
     for _ in range(repeats):
-        loads.append(os.getloadavg()[0])
-        t, _ = snakemake(root, "--cores", "1", "--forcerun", "discover_scans", "--", str(results / "scans.tsv"))
-        times["discovery"].append(t)
-        t, out = snakemake(root, "-n", "--cores", "1", str(results / "scans.tsv"))
-        assert "Nothing to be done" in out, out[-2000:]
-        times["main parse"].append(t)
-        scan = first_scan_id(root)
-        t, _ = snakemake(root, "-n", "--mode", "remote", "--cores", "1", "--target-jobs", f"crop_rois:scan={scan}",
-                         "--allowed-rules", "crop_rois")
-        times["job parse"].append(t)
-        t, out = snakemake(root, "-n", "--cores", "8", "--quiet", "rules")
-        times["plan"].append(t)
-        jobs = planned_jobs(out)
-        loads.append(os.getloadavg()[0])
+        for side, repo in repos.items():
+            loads.append(os.getloadavg()[0])
+            jobs[side] = measure_once(root, repo, times[side])
+    loads.append(os.getloadavg()[0])
     return {"times": times, "jobs": jobs, "load": loads}
 
 
@@ -135,7 +146,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300, help="slice files per scan")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="keep the work folders under this folder")
+    parser.add_argument("--before", type=Path, help="another checkout of the pipeline to time beside this one")
     args = parser.parse_args()
+    repos = {"this checkout": REPO, **({f"before ({args.before})": args.before} if args.before else {})}
     for n in args.scans:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -145,12 +158,14 @@ def main() -> None:
             data = make_tree(root, n, args.slices)
             make_workdir(root, data)
             setup = time.perf_counter() - t0
-            m = measure(root, args.repeats)
+            m = measure(root, args.repeats, repos)
             print(f"{n} scans x {args.slices} slice files ({n * args.slices:,} files; tree built in {setup:.0f} s), "
-                  f"{m['jobs']} jobs planned, load {statistics.median(m['load']):.2f} "
+                  f"{args.repeats} repeats, load {statistics.median(m['load']):.2f} "
                   f"({min(m['load']):.2f}-{max(m['load']):.2f}):", flush=True)
-            for name, values in m["times"].items():
-                print(f"  {name:>10}: {summary(values)}", flush=True)
+            for side, times in m["times"].items():
+                print(f"  {side}: {m['jobs'][side]} jobs planned", flush=True)
+                for name, values in times.items():
+                    print(f"    {name:>10}: {summary(values)}", flush=True)
         finally:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)

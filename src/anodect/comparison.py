@@ -19,10 +19,11 @@ import pandas as pd
 from . import evaluation as ev
 from .decisions import DecisionSettings, patchcore_boxes, rfdetr_boxes
 from .io import read_table, write_json, write_table
+from .names import DISPLAY
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = {"patchcore": "PatchCore", "rfdetr": "RF-DETR"}
+MODEL_NAMES = DISPLAY
 
 
 @dataclass

@@ -26,7 +26,6 @@ from .io import atomic_dir, write_bytes
 
 log = logging.getLogger(__name__)
 
-MODEL_FOLDERS = {"patchcore": "inference_patchcore", "rfdetr": "inference_rf_detr"}
 LOG_HEADER = ["Name", "Result", "NG_countL", "NG_countP", "NG_countE"]
 DETECTED_HEADER = ["file_name", "xmin", "ymin", "xmax", "ymax", "L", "P", "E"]
 # Confirmed cracks in red (the original's colour), detections that did not make a crack in amber.

@@ -19,6 +19,7 @@ import pandas as pd
 from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
 from .discovery import DiscoverySettings, Scan, check_unique_ids, discover, first_scan, folders_fingerprint
 from .imaging import image_shape
+from .names import TOOL, model_of_tool, output_folder
 
 
 @dataclass(frozen=True)
@@ -443,9 +444,6 @@ def models(config: dict) -> list[str]:
     return ["patchcore"] + (["rfdetr"] if rfdetr_enabled(config) else [])
 
 
-MODEL_FOLDERS = {"patchcore": "inference_patchcore", "rfdetr": "inference_rf_detr"}
-
-
 def decision_params(config: dict, model: str) -> dict:
     """What one model's decision jobs depend on: its own threshold and the tracking rules.
 
@@ -545,9 +543,34 @@ def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
     return groups[scan_id]
 
 
-__all__ = ["ConfigError", "Source", "annotation_inputs", "check_config", "discover_all", "discover_sources",
-           "decision_params", "index_range", "inside", "models", "listing_fingerprint", "patchcore_model_files", "patchcore_model_folder",
-           "patchcore_params", "read_sheet", "resolved_rfdetr_model", "rfdetr_checkpoint", "rfdetr_checkpoint_files",
-           "rfdetr_enabled", "rfdetr_params", "rfdetr_problems", "scan_ids", "scan_record", "scan_records",
-           "scan_slices",
-           "sources"]
+__all__ = [
+    "ConfigError",
+    "Source",
+    "TOOL",
+    "annotation_inputs",
+    "check_config",
+    "decision_params",
+    "discover_all",
+    "discover_sources",
+    "index_range",
+    "inside",
+    "listing_fingerprint",
+    "model_of_tool",
+    "models",
+    "output_folder",
+    "patchcore_model_files",
+    "patchcore_model_folder",
+    "patchcore_params",
+    "read_sheet",
+    "resolved_rfdetr_model",
+    "rfdetr_checkpoint",
+    "rfdetr_checkpoint_files",
+    "rfdetr_enabled",
+    "rfdetr_params",
+    "rfdetr_problems",
+    "scan_ids",
+    "scan_record",
+    "scan_records",
+    "scan_slices",
+    "sources",
+]

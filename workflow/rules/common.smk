@@ -17,10 +17,6 @@ DEMO = config["demo"]
 SCAN_ID = r"[a-z0-9_]+-[0-9a-f]{8}"
 
 
-# Models as the pipeline names them, and the original tool's output folder names.
-TOOL_MODEL = {"patchcore": "patchcore", "rf_detr": "rfdetr"}
-
-
 wildcard_constraints:
     scan=SCAN_ID,
     model="patchcore|rfdetr",
@@ -154,9 +150,7 @@ def benchmark_files(wildcards):
         files += expand(rules.predict_rfdetr.benchmark, scan=inspect)
     for step in (rules.decide, rules.render):
         files += expand(step.benchmark, model=models, scan=inspect)
-    files += expand(
-        rules.publish.benchmark, tool=[t for t, m in TOOL_MODEL.items() if m in models]
-    )
+    files += expand(rules.publish.benchmark, tool=[aw.TOOL[m] for m in models])
     files += [
         rules.summarise.benchmark,
         rules.evaluate.benchmark,
@@ -176,6 +170,6 @@ def all_targets(wildcards):
     ]
     if aw.rfdetr_enabled(config):
         targets += expand(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv", scan=inspect)
-    targets += [f"{RESULTS}/{aw.MODEL_FOLDERS[m]}" for m in aw.models(config)]
+    targets += [f"{RESULTS}/{aw.output_folder(m)}" for m in aw.models(config)]
     targets += [f"{RESULTS}/tables/batteries.csv", f"{RESULTS}/report/comparison.html"]
     return targets

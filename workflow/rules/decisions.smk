@@ -57,12 +57,14 @@ rule render:
 
 rule publish:
     input:
-        images=lambda wildcards: decision_files(TOOL_MODEL[wildcards.tool], "images"),
+        images=lambda wildcards: decision_files(
+            aw.model_of_tool(wildcards.tool), "images"
+        ),
         slices=lambda wildcards: decision_files(
-            TOOL_MODEL[wildcards.tool], "slices.csv"
+            aw.model_of_tool(wildcards.tool), "slices.csv"
         ),
         detections=lambda wildcards: decision_files(
-            TOOL_MODEL[wildcards.tool], "detections.csv"
+            aw.model_of_tool(wildcards.tool), "detections.csv"
         ),
     output:
         directory(f"{RESULTS}/inference_{{tool}}"),
