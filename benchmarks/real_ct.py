@@ -1,7 +1,7 @@
 """PatchCore on real CT and on the synthetic demo, side by side: the benchmark that picks defaults.
 
 Real backgrounds: thin cracks injected into the 20 real slices of
-``data/battery_xct/cell_vol`` (``anodect.realct``: 8 normal training cells, 12
+``data/battery_xct/cell_vol`` (``anodect.demo.realct``: 8 normal training cells, 12
 test cells of which 6 cracked, test ROIs sharing no source pixel with training
 ROIs), at each difficulty level and for several seeds (each seed draws other
 views of the volume and other cracks). Synthetic: the demo of ``config/config.yaml``.
@@ -46,11 +46,11 @@ from anodect.crops import extract_crops  # noqa: E402
 from anodect.decisions import DecisionSettings, boxes_from_arrays, decide  # noqa: E402
 from anodect.devices import set_threads  # noqa: E402
 from anodect.evaluation import crack_metrics  # noqa: E402
-from anodect.generator import DemoSettings  # noqa: E402
-from anodect.generator import generate as generate_demo  # noqa: E402
+from anodect.demo.generator import DemoSettings  # noqa: E402
+from anodect.demo.generator import generate as generate_demo  # noqa: E402
 from anodect.patchcore.model import PatchCore, PatchCoreSettings  # noqa: E402
-from anodect.realct import RealCTSettings  # noqa: E402
-from anodect.realct import generate as generate_real  # noqa: E402
+from anodect.demo.realct import RealCTSettings  # noqa: E402
+from anodect.demo.realct import generate as generate_real  # noqa: E402
 from anodect.tracking import TrackingSettings  # noqa: E402
 
 # What each candidate changes from the pipeline's defaults (config/config.yaml).

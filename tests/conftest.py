@@ -14,7 +14,7 @@ import tifffile
 import yaml
 
 from anodect.config import Roi
-from anodect.generator import DemoSettings, generate
+from anodect.demo.generator import DemoSettings, generate
 
 REPO = Path(__file__).resolve().parents[1]
 

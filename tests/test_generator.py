@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from anodect.generator import BLUR_RADIUS, CellRenderer, DemoSettings, generate, plan_cells
+from anodect.demo.generator import BLUR_RADIUS, CellRenderer, DemoSettings, generate, plan_cells
 from anodect.groundtruth import read_via
 
 from conftest import TINY_ROIS, tiny_settings
@@ -130,3 +130,18 @@ def test_rois_too_small_for_cracks_raise_a_clear_error(tmp_path):
     from anodect.config import Roi
     with pytest.raises(ValueError, match="could not place a crack"):
         plan_cells(tiny_settings(tmp_path), [Roi("left", 32, 112, 36, 116)], (204, 211))
+
+
+def test_annotation_readers_and_stages_load_no_demo_code():
+    # The demo writes truth; the stages only read annotations. A fresh interpreter imports every
+    # stage module and must not have loaded anything from anodect.demo.
+    import subprocess
+    import sys
+
+    stages = ["anodect.groundtruth", "anodect.rfdetr.annotations", "anodect.rfdetr.dataset", "anodect.rfdetr.stage",
+              "anodect.patchcore.stage", "anodect.crops", "anodect.decisions", "anodect.evaluation",
+              "anodect.comparison", "anodect.render", "anodect.report", "anodect.workflow", "anodect.discovery"]
+    code = ("import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in stages)
+            + "print(sorted(m for m in sys.modules if m.startswith('anodect.demo')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

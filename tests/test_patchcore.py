@@ -7,7 +7,7 @@ import pytest
 from anodect.config import Roi
 from anodect.crops import extract_crops
 from anodect.discovery import DiscoverySettings, discover, slices_table
-from anodect.generator import generate
+from anodect.demo.generator import generate
 from anodect.patchcore import PatchCore, PatchCoreSettings
 from anodect.patchcore.backbones import WeightsNotFound, build_backbone
 from anodect.patchcore.coreset import greedy_coreset

@@ -17,7 +17,7 @@ from anodect.crops import extract_crops
 from anodect.decisions import DecisionSettings, boxes_from_arrays, decide
 from anodect.patchcore.model import PatchCore, PatchCoreSettings
 from anodect.patchcore.volume import VolumeSettings
-from anodect.realct import RealCTSettings, generate
+from anodect.demo.realct import RealCTSettings, generate
 from anodect.tracking import TrackingSettings
 
 REPO = Path(__file__).resolve().parents[1]

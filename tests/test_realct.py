@@ -1,4 +1,4 @@
-"""The real-background set (anodect.realct): real slices, disjoint train/test ROIs, faithful cracks."""
+"""The real-background set (anodect.demo.realct): real slices, disjoint train/test ROIs, faithful cracks."""
 
 import hashlib
 import json
@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from anodect.config import Roi
-from anodect.realct import (DIFFICULTY, RealCell, RealCTSettings, cell_axis, crack_darkening, generate, load_volume,
+from anodect.demo.realct import (DIFFICULTY, RealCell, RealCTSettings, cell_axis, crack_darkening, generate, load_volume,
                             plan_cells, render_slice)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_truth_in_the_demo_formats(small_set):
     cracks = pd.read_csv(out / "truth" / "cracks.csv")
     lo, hi = DIFFICULTY["medium"]["slices"]
     assert cracks.n_slices.between(lo, hi).all()
-    assert manifest["generator"] == "anodect.realct"
+    assert manifest["generator"] == "anodect.demo.realct"
     first = tifffile.imread(next((out / "scans" / "test").rglob("*.tif")))
     assert first.dtype == np.uint16 and first.shape == (728, 728)
 
@@ -134,10 +134,10 @@ def test_unknown_difficulty_is_refused():
 
 
 def test_demo_rule_generates_the_real_set_when_asked(tmp_path):
-    from anodect.realct import generate_configured
+    from anodect.demo.realct import generate_configured
 
     demo = {"source": "real_ct", "out_dir": str(tmp_path / "d"), "n_train_normal": 1, "n_train_defect": 0,
             "n_test": 1, "test_defect_fraction": 1.0, "real_ct": {"source_dir": str(SOURCE)}}
     manifest = generate_configured(demo, ROIS, None)
-    assert manifest["generator"] == "anodect.realct" and manifest["counts"]["test"] == 1
+    assert manifest["generator"] == "anodect.demo.realct" and manifest["counts"]["test"] == 1
     assert len(list((tmp_path / "d" / "scans" / "test").rglob("*.tif"))) == 20

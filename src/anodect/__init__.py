@@ -3,7 +3,9 @@
 The modules follow the pipeline's stages:
 
 - ``config``: the config file, its schema and its checks;
-- ``generator`` and ``groundtruth``: the synthetic battery-CT demo and its truth;
+- ``groundtruth``: annotations as users bring them (VIA polygons);
+- ``demo``: the synthetic demo (``demo.generator``), real CT with injected cracks
+  (``demo.realct``) and the truth both write (``demo.truth``); no stage imports it;
 - ``discovery``: folders of slices to a sample sheet of scans;
 - ``imaging`` and ``crops``: slices to windowed 8-bit ROI crops;
 - ``patchcore``: memory bank, per-scan score maps, the original tool's model files;

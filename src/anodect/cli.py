@@ -14,7 +14,7 @@ import sys
 from . import __version__
 from .config import ConfigError, load_config, rois_from_config
 from .discovery import scans_table
-from .generator import DemoSettings, generate
+from .demo.generator import DemoSettings, generate
 from .io import write_table
 from .workflow import check_config, discover_all, index_range
 

@@ -2,7 +2,7 @@
 
 from anodect import logs
 from anodect.config import rois_from_config
-from anodect.realct import generate_configured
+from anodect.demo.realct import generate_configured
 
 logs.to_file(snakemake.log[0])
 rng = snakemake.params.filter_index_range

@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import tifffile
 
-from .config import Roi
-from .io import atomic_path, write_json
+from ..config import Roi
+from ..io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +486,7 @@ def generate(
     Returns:
         The manifest written to ``manifest.json``.
     """
-    from . import groundtruth  # local: keeps the generator importable on its own
+    from . import truth as demo_truth
 
     out_dir = Path(out_dir)
     lo = settings.first_slice if crack_range is None else max(crack_range[0], settings.first_slice)
@@ -501,9 +501,9 @@ def generate(
             slice_rows = [row for rows in pool.map(_render_cell, jobs) for row in rows]
     else:
         slice_rows = [row for job in jobs for row in _render_cell(job)]
-    truth = groundtruth.write_demo_truth(out_dir, cells, slice_rows, rois)
+    truth = demo_truth.write_demo_truth(out_dir, cells, slice_rows, rois)
     manifest = {
-        "generator": "anodect.generator",
+        "generator": "anodect.demo.generator",
         "settings": {**asdict(settings), "out_dir": str(out_dir)},
         "crack_range": [lo, hi],
         "rois": [asdict(r) for r in rois],

@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 import tifffile
 
-from .config import Roi
+from ..config import Roi
 from .generator import AXIS_FOLDER, SPLITS, CrackSpec, _crack_band, battery_name, slice_filename
-from .io import atomic_path, write_json
+from ..io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -319,10 +319,10 @@ def _write_cell(volume: np.ndarray, cell: RealCell, centre: tuple[float, float],
 def generate(out_dir: str | Path, settings: RealCTSettings, rois: list[Roi]) -> dict:
     """Write the real-background set: scans, VIA annotations, COCO, truth tables, manifest.
 
-    The layout and truth formats are the synthetic demo's (``anodect.generator``),
+    The layout and truth formats are the synthetic demo's (``anodect.demo.generator``),
     so the pipeline, the RF-DETR training set and the report read it the same way.
     """
-    from . import groundtruth
+    from . import truth as demo_truth
 
     out_dir = Path(out_dir)
     volume = load_volume(settings.source_dir)
@@ -333,9 +333,9 @@ def generate(out_dir: str | Path, settings: RealCTSettings, rois: list[Roi]) -> 
     centre = cell_axis(volume)
     cells = plan_cells(settings, volume, rois)
     slice_rows = [row for cell in cells for row in _write_cell(volume, cell, centre, out_dir)]
-    truth = groundtruth.write_demo_truth(out_dir, cells, slice_rows, rois)
+    truth = demo_truth.write_demo_truth(out_dir, cells, slice_rows, rois)
     manifest = {
-        "generator": "anodect.realct",
+        "generator": "anodect.demo.realct",
         "settings": {**asdict(settings), "out_dir": str(out_dir)},
         "source": {"dir": settings.source_dir, "slices": int(len(volume)), "size": size,
                    "cell_axis": [round(c, 2) for c in centre]},
