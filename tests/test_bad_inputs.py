@@ -158,7 +158,7 @@ def test_malformed_annotation_files_name_the_file_and_the_problem(tmp_path, text
 
 
 def test_model_metadata_that_disagrees_with_the_config_is_named(tmp_path):
-    from anodect.workflow import check_config
+    from anodect.preflight import check_config
 
     model = tmp_path / "frozen"
     model.mkdir()
@@ -175,7 +175,7 @@ def test_model_metadata_that_disagrees_with_the_config_is_named(tmp_path):
 
 
 def test_an_unwritable_results_folder_is_refused_before_any_job(tmp_path):
-    from anodect.workflow import check_config
+    from anodect.preflight import check_config
 
     config = tiny_config(tmp_path)
     config["output_inference_dir"] = "/proc/anodect-results"

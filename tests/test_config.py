@@ -8,8 +8,8 @@ import yaml
 
 from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
 from anodect.patchcore.legacy import write_flat_index, write_params
-from anodect.workflow import (check_config, patchcore_params, resolved_patchcore_model, resolved_rfdetr_model,
-                              rfdetr_checkpoint, sources)
+from anodect.preflight import check_config
+from anodect.workflow import model_choice, patchcore_params, rfdetr_checkpoint, sources
 
 from conftest import REPO, write_slice
 
@@ -69,8 +69,8 @@ def test_original_config_is_accepted_as_is(tmp_path):
     assert config["discovery"]["axis_folder"] == "Z軸"
     assert config["demo"]["enabled"] is False
     assert [s.role for s in sources(config)] == ["inspect"]
-    assert resolved_patchcore_model(config) == "original"
-    assert resolved_rfdetr_model(config) == "original"
+    assert model_choice(config, "patchcore").kind == "original"
+    assert model_choice(config, "rfdetr").kind == "original"
     assert rfdetr_checkpoint(config) == str(tmp_path / "models" / "rf_detr" / "checkpoint_best_total.pth")
 
 
@@ -80,7 +80,7 @@ def test_a_missing_rfdetr_checkpoint_names_the_way_out(tmp_path):
     with pytest.raises(ConfigError, match=r"RF-DETR checkpoint .*nowhere.* not found .*rfdetr.model: none"):
         check_config(copy.deepcopy(config))
     config["rfdetr"] = {"model": "none"}
-    assert resolved_rfdetr_model(check_config(config)) == "none"
+    assert model_choice(check_config(config), "rfdetr").kind == "none"
     config["rfdetr"] = {"model": "train", "resolution": 200}
     with pytest.raises(ConfigError) as err:
         check_config(config)

@@ -11,7 +11,8 @@ The modules follow the pipeline's stages:
 - ``patchcore``: memory bank, per-scan score maps, the original tool's model files;
 - ``regions`` and ``tracking``: boxes from score maps, cracks linked across slices
   (the decision stage's building blocks);
-- ``workflow``: what the Snakefile asks of the config;
+- ``preflight``: the checks before a run (config, input folders, models), main process only;
+- ``workflow``: what the rules ask of the config (model choices, params, sample sheets);
 - ``devices``, ``io`` and ``logs``: device choice, atomic outputs, job logging.
 """
 

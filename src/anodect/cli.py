@@ -16,7 +16,8 @@ from .config import ConfigError, load_config, rois_from_config
 from .discovery import scans_table
 from .demo.generator import DemoSettings, generate
 from .io import write_table
-from .workflow import check_config, discover_all, index_range
+from .preflight import check_config
+from .workflow import discover_all, index_range
 
 
 def _demo(args: argparse.Namespace) -> int:

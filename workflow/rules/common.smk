@@ -1,5 +1,6 @@
 import json
 
+import anodect.preflight as preflight
 import anodect.workflow as aw
 from anodect.config import SCHEMA_PATH, ConfigError
 from snakemake.exceptions import WorkflowError
@@ -8,7 +9,7 @@ from snakemake.utils import validate
 validate(config, str(SCHEMA_PATH))
 try:
     # A cluster job's parse skips the input folders: it must not walk the tree.
-    config = aw.check_config(config, inputs=workflow.is_main_process)
+    config = preflight.check_config(config, inputs=workflow.is_main_process)
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 

@@ -23,7 +23,7 @@ checkpoint discover_scans:
         # the user's folders. Only the main process looks: a cluster job's parse puts
         # this job in its DAG too, and must not walk the input tree.
         listing=lambda wildcards: (
-            aw.listing_fingerprint(config)
+            preflight.listing_fingerprint(config)
             if workflow.is_main_process
             else "not looked at"
         ),

@@ -1,0 +1,249 @@
+"""Checks before anything runs, in the main Snakemake process only: the config
+against its schema and ranges, the input folders (up to their first scan), the
+models named, the output folder, and what the discovery job's rerun hangs on.
+
+These read the disk; a cluster job's parse skips them (``workflow.is_main_process``),
+so it never walks the input tree. What the rules ask of the config (params, file
+lists, model choices) is in ``workflow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
+from .discovery import DiscoverySettings, first_scan, folders_fingerprint
+from .imaging import image_shape
+from .workflow import (evaluation_truth, index_range, inside, model_choice, patchcore_model_folder, rfdetr_checkpoint,
+                       rfdetr_enabled, sources, truth_generated, truth_inputs)
+
+
+def check_config(config: dict, inputs: bool = True) -> dict:
+    """Validate a config before any job runs: schema, ranges, ROIs and input folders.
+
+    Folders that the demo generates are not looked at (they appear during the run);
+    their ROI check uses ``demo.image_size``. Each input folder is read only up to
+    its first scan (is there one, and its image size for the ROI check).
+
+    Args:
+        config: the config as loaded.
+        inputs: look at the input folders and test-write the output folder. False in a
+            cluster job's parse, which must not touch the input tree beyond its own scan.
+
+    Returns:
+        The config with defaults filled in.
+
+    Raises:
+        ConfigError: one message listing every problem, each naming its key.
+    """
+    validate_schema(config)
+    problems = range_problems(config)
+    try:
+        settings = DiscoverySettings.from_config(config["discovery"])
+        settings.compiled_regex()
+    except (ValueError, re.error) as exc:
+        problems.append(f"discovery.slice_regex: {exc}")
+        raise_if(problems)
+    rois = rois_from_config(config)
+    image_shapes: list[tuple[str, tuple[int, int]]] = []
+    demo = config["demo"]
+    if demo.get("enabled"):
+        image_shapes.append(("demo.image_size", (demo["image_size"], demo["image_size"])))
+    if not problems and inputs:
+        for src in sources(config):
+            if src.generated:
+                continue
+            if not Path(src.path).is_dir():
+                problems.append(f"{src.key}: folder {src.path!r} not found")
+                continue
+            found = first_scan(src.path, settings, index_range(config))
+            if found is None:
+                rng = index_range(config)
+                problems.append(
+                    f"{src.key}: no slice found under {src.path!r} "
+                    f"(files matching {settings.file_glob!r} containing {settings.name_contains!r}"
+                    + (f", in a folder containing {settings.axis_folder!r}" if settings.axis_folder else "")
+                    + (f", slice index in {rng[0]}..{rng[1]} (filter_index_range)" if rng else "")
+                    + "; see the discovery section of config/README.md)"
+                )
+                continue
+            first = found.slices[0]
+            try:
+                image_shapes.append((src.key, image_shape(first.path, first.page if first.page >= 0 else None)))
+            except Exception as exc:  # noqa: BLE001 - reported as a config problem
+                problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
+    problems += model_problems(config)
+    problems += rfdetr_problems(config)
+    problems += truth_problems(config)
+    problems += metadata_problems(config)
+    problems += output_problems(config) if inputs else []
+    roi_msgs = roi_problems(rois, None)
+    for key, shape in image_shapes:
+        roi_msgs += [f"{m} (image size from {key})" for m in roi_problems(rois, shape) if "outside" in m]
+    problems += list(dict.fromkeys(roi_msgs))
+    raise_if(problems)
+    return config
+
+
+def model_problems(config: dict) -> list[str]:
+    """Model folders named in the config must hold a model before any job runs."""
+    problems = []
+    choice = model_choice(config, "patchcore")
+    if choice.kind == "train":
+        if not config.get("training", {}).get("normal_dir"):
+            problems.append("patchcore.model: 'train' needs training.normal_dir (scans of normal cells)")
+        return problems
+    key = "output_dir_model_patchcore" if choice.kind == "original" else "patchcore.model"
+    folder = Path(choice.path)
+    if choice.kind == "original" or (folder / "patchcore_params.pkl").is_file() and not (folder / "model.json").is_file():
+        wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
+    else:
+        wanted = ["model.json", "memory_bank.npy"]
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if missing:
+        problems.append(f"{key}: {folder} lacks {', '.join(missing)} (a PatchCore model folder)")
+    return problems
+
+
+def truth_problems(config: dict) -> list[str]:
+    truth = evaluation_truth(config)
+    if truth is None or truth_generated(config):
+        return []
+    path = Path(truth)
+    if not path.exists():
+        return [f"evaluation.truth: {truth!r} not found (a truth folder, a VIA/COCO JSON file or folder, "
+                "'auto' or 'none')"]
+    if path.is_dir() and not truth_inputs(config):
+        return [f"evaluation.truth: {truth!r} holds neither slices.csv nor any .json annotation file"]
+    return []
+
+
+def rfdetr_problems(config: dict) -> list[str]:
+    """RF-DETR's model choice must be runnable before any job starts."""
+    choice = model_choice(config, "rfdetr")
+    training = config.get("training", {})
+    if choice.kind == "none":
+        return []
+    if choice.kind == "train":
+        missing = [k for k in ("annotated_dir", "annotations_dir", "normal_dir") if not training.get(k)]
+        problems = [f"rfdetr.model: 'train' needs training.{k}" for k in missing]
+        folder = training.get("annotations_dir")
+        demo = config.get("demo", {})
+        generated = demo.get("enabled") and folder and inside(folder, demo["out_dir"])
+        if folder and not generated and not Path(folder).is_dir():
+            problems.append(f"training.annotations_dir: folder {folder!r} not found")
+        return problems
+    path = Path(choice.path)
+    if path.is_file():
+        return []
+    key = "output_dir_model_rf_detr/rf_detr_checkpoint" if choice.kind == "original" else "rfdetr.model"
+    hint = (" (set training.annotated_dir and training.annotations_dir to train one, or rfdetr.model: none)"
+            if choice.kind == "original" else "")
+    return [f"{key}: RF-DETR checkpoint {path} not found{hint}"]
+
+
+def output_problems(config: dict) -> list[str]:
+    """``output_inference_dir`` must be writable: found now, not after an hour of scoring."""
+    import tempfile
+
+    target = Path(config["output_inference_dir"]).absolute()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"output_inference_dir: {existing} is a file, not a folder"]
+    try:
+        # A real write, not os.access: root passes access checks on read-only mounts.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return [f"output_inference_dir: cannot write in {existing} ({exc.strerror or exc})"]
+    return []
+
+
+def metadata_problems(config: dict) -> list[str]:
+    """A ready model's metadata against the config: what differs, before any job runs.
+
+    A frozen model is used as it was trained; a config that says otherwise (another
+    backbone, input size, crop geometry) would mislead whoever reads the config, or
+    fail at the first scoring job, so the difference is stated now.
+    """
+    import json
+
+    problems = []
+    rois = config.get("roi_config") or []
+    context = config.get("crop_context", 0)
+    crop = ([rois[0]["y_max"] - rois[0]["y_min"] + 2 * context, rois[0]["x_max"] - rois[0]["x_min"] + 2 * context]
+            if rois else None)
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable model metadata ({exc})")
+            return {}
+
+    folder = patchcore_model_folder(config) if model_choice(config, "patchcore").kind != "original" else None
+    if folder and (Path(folder) / "model.json").is_file():
+        meta = read(Path(folder) / "model.json")
+        pc = config["patchcore"]
+        wanted = {"patchcore.backbone": (meta.get("backbone"), pc.get("backbone")),
+                  "patchcore.layers": (meta.get("layers"), list(pc.get("layers") or [])),
+                  "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
+                  "crop_context": (meta.get("context"), context),
+                  "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
+        volume = meta.get("volume") or {}
+        for key, want in (pc.get("volume") or {}).items():
+            wanted[f"patchcore.volume.{key}"] = (volume.get(key), want)
+        for key, (have, want) in wanted.items():
+            if have is not None and want is not None and list(np.atleast_1d(have)) != list(np.atleast_1d(want)):
+                problems.append(f"{key}: the PatchCore model in {folder} was made with {have!r}, the config says "
+                                f"{want!r} (match the config to the model, or train a new one)")
+        evidence = config["decisions"]["patchcore_evidence"]
+        if config["patchcore_threshold"] == "auto" and not (meta.get("auto_threshold") or {}).get(evidence):
+            problems.append(f"patchcore_threshold: auto, but the PatchCore model in {folder} set no automatic "
+                            f"{evidence} threshold (trained on one cell, or before anodect set them): give a number")
+    if config["patchcore_threshold"] == "auto" and model_choice(config, "patchcore").kind == "original":
+        problems.append("patchcore_threshold: auto needs a PatchCore model trained by anodect; the original tool's "
+                        "model sets none: give a number (the original used 90 with its own scale)")
+    checkpoint = rfdetr_checkpoint(config) if rfdetr_enabled(config) else None
+    meta_path = Path(checkpoint).with_name("model.json") if checkpoint else None
+    if meta_path is not None and meta_path.is_file():
+        meta = read(meta_path)
+        rf = config["rfdetr"]
+        wanted = {"rfdetr.size": (meta.get("size"), rf.get("size")),
+                  "rfdetr.resolution": ((meta.get("settings") or {}).get("resolution"), rf.get("resolution")),
+                  "crop_context": (meta.get("context"), context)}
+        for key, (have, want) in wanted.items():
+            if have is not None and want is not None and have != want:
+                problems.append(f"{key}: the RF-DETR checkpoint {checkpoint} was trained with {have!r}, the config "
+                                f"says {want!r} (match the config to the model, or train a new one)")
+    return problems
+
+
+def listing_fingerprint(config: dict) -> str:
+    """What the discovery job's rerun hangs on: the folders of the user's (non-generated) sources.
+
+    A param of the discovery job, evaluated by the main process only: adding, removing
+    or renaming scans or slice files, or exporting a scan again, reruns discovery (and,
+    through each scan's ``fingerprint``, the crops of the changed scans alone), while an
+    unchanged input leaves the run untouched. See ``discovery.folders_fingerprint``
+    for what it reads.
+    """
+    settings = DiscoverySettings.from_config(config["discovery"])
+    digest = hashlib.sha1()
+    for src in sources(config):
+        if src.generated or not Path(src.path).is_dir():
+            digest.update(f"{src.role}:generated\n".encode())
+            continue
+        folders = folders_fingerprint(src.path, settings, index_range(config))
+        digest.update(f"{src.role}\t{folders}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+__all__ = ["ConfigError", "check_config", "listing_fingerprint"]
