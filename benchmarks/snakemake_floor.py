@@ -26,21 +26,12 @@ SCANS = [f"s{{i:05d}}" for i in range({n})]
 
 rule all:
     input: expand("out/step{last}/{{scan}}.txt", scan=SCANS)
-
-rule step0:
-    input: "in/{{scan}}.txt"
-    output: "out/step0/{{scan}}.txt"
-    log: "logs/step0/{{scan}}.log"
-    threads: 1
-    resources: mem_mb=500, runtime=10
-    params: p=lambda wildcards: wildcards.scan
-    shell: "cp {{input}} {{output}}"
 {steps}
 """
 
 STEP = """
 rule step{k}:
-    input: "out/step{j}/{{scan}}.txt"
+    input: "{source}/{{scan}}.txt"
     output: "out/step{k}/{{scan}}.txt"
     log: "logs/step{k}/{{scan}}.log"
     threads: 1
@@ -53,7 +44,7 @@ rule step{k}:
 def plan(n: int, chain: int, repeats: int) -> tuple[list[float], int]:
     root = Path(tempfile.mkdtemp(prefix=f"floor{n}x{chain}-"))
     try:
-        steps = "".join(STEP.format(k=k, j=k - 1) for k in range(1, chain))
+        steps = "".join(STEP.format(k=k, source=f"out/step{k - 1}" if k else "in") for k in range(chain))
         (root / "Snakefile").write_text(SNAKEFILE.format(n=n, last=chain - 1, steps=steps))
         (root / "in").mkdir()
         for i in range(n):
