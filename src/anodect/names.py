@@ -17,3 +17,7 @@ def output_folder(model: str) -> str:
 def model_of_tool(tool: str) -> str:
     """The pipeline's key of the original's spelling (``rf_detr`` -> ``rfdetr``)."""
     return {t: m for m, t in TOOL.items()}[tool]
+
+
+# Where RF-DETR's training started (``start_weights.kind`` in its model.json), in words.
+START_WEIGHTS = {"coco": "rfdetr's COCO release", "checkpoint": "a given checkpoint", "random": "random weights"}

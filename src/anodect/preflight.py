@@ -226,15 +226,24 @@ def metadata_problems(config: dict) -> list[str]:
     return problems
 
 
-def listing_fingerprint(config: dict) -> str:
+NOT_LOOKED_AT = "not looked at"
+
+
+def listing_fingerprint(config: dict, look: bool = True) -> str:
     """What the discovery job's rerun hangs on: the folders of the user's (non-generated) sources.
 
-    A param of the discovery job, evaluated by the main process only: adding, removing
-    or renaming scans or slice files, or exporting a scan again, reruns discovery (and,
-    through each scan's ``fingerprint``, the crops of the changed scans alone), while an
-    unchanged input leaves the run untouched. See ``discovery.folders_fingerprint``
-    for what it reads.
+    A param of the discovery job: adding, removing or renaming scans or slice files, or
+    exporting a scan again, reruns discovery (and, through each scan's ``fingerprint``,
+    the crops of the changed scans alone), while an unchanged input leaves the run
+    untouched. See ``discovery.folders_fingerprint`` for what it reads.
+
+    Args:
+        config: the checked config.
+        look: False in a cluster job's parse, which puts the discovery job in its DAG
+            too (for its conda env) but must not walk the input tree.
     """
+    if not look:
+        return NOT_LOOKED_AT
     settings = DiscoverySettings.from_config(config["discovery"])
     digest = hashlib.sha1()
     for src in sources(config):

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from .comparison import MODEL_NAMES
+from .names import START_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,13 @@ def rfdetr_made(meta: dict) -> tuple[str, str | None]:
         given = meta.get("settings", {}).get("pretrain_weights")
         start = ({"kind": "random", "path": None, "note": "rfdetr.pretrain_weights: null"} if given is None else
                  {"kind": "checkpoint", "path": given, "note": "rfdetr.pretrain_weights"})
-    names = {"coco": "rfdetr's COCO release", "checkpoint": "a given checkpoint", "random": "random weights"}
     where = ""
     if start.get("path"):
         where = f" {Path(start['path']).name}"
         if start.get("sha256"):
             where += f" (sha256 {start['sha256'][:12]})"
     history = meta.get("history", [])
-    text = (f"RF-DETR {meta.get('size', '')}, started from {names.get(start['kind'], start['kind'])}{where} "
+    text = (f"RF-DETR {meta.get('size', '')}, started from {START_WEIGHTS.get(start['kind'], start['kind'])}{where} "
             f"({start.get('note', '')}); trained {len(history)} epochs in {float(meta.get('train_seconds', 0)):.0f} s "
             f"on {meta.get('device', '?')}, dataset {meta.get('dataset_id', '?')}")
     best = _best_map(history)

@@ -68,10 +68,7 @@ def rfdetr_model_files(wildcards):
 
 
 def scan_record(scan):
-    # Per-scan jobs exist only once discovery has run (their ids come from the sheet),
-    # so they read the sheet directly: going through the checkpoint made Snakemake
-    # revisit every one of them after it, most of the planning time at 1,000 scans.
-    return aw.sheet_record(rules.discover_scans.output.scans, scan)
+    return aw.sheet_record(checkpoints.discover_scans.get().output.scans, scan)
 
 
 def model_output(wildcards):

@@ -20,12 +20,9 @@ checkpoint discover_scans:
         discovery=config["discovery"],
         filter_index_range=config["filter_index_range"],
         # Reruns discovery when scans appear in, vanish from or are exported again into
-        # the user's folders. Only the main process looks: a cluster job's parse puts
-        # this job in its DAG too, and must not walk the input tree.
-        listing=lambda wildcards: (
-            preflight.listing_fingerprint(config)
-            if workflow.is_main_process
-            else "not looked at"
+        # the user's folders; only the main process looks.
+        listing=lambda wildcards: preflight.listing_fingerprint(
+            config, look=workflow.is_main_process
         ),
     script:
         "../scripts/discover_scans.py"

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..devices import resolve_device, set_threads
 from ..io import atomic_path, file_sha256, output_error, package_versions, write_json
+from ..names import START_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +101,8 @@ class StartWeights:
     note: str
 
     def describe(self) -> str:
-        names = {"coco": "rfdetr's COCO release", "checkpoint": "a given checkpoint", "random": "random weights"}
         where = f" {Path(self.path).name} (sha256 {self.sha256[:12]})" if self.path else ""
-        return f"{names[self.kind]}{where}: {self.note}"
+        return f"{START_WEIGHTS[self.kind]}{where}: {self.note}"
 
 
 def release_file(size: str) -> Path:
@@ -202,7 +202,8 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     try:
         model.train(
             dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=settings.epochs,
-            batch_size=settings.batch_size, grad_accum_steps=1, resolution=settings.resolution, multi_scale=settings.multi_scale, use_ema=settings.use_ema,
+            batch_size=settings.batch_size, grad_accum_steps=1, resolution=settings.resolution,
+            multi_scale=settings.multi_scale, use_ema=settings.use_ema,
             **rate_kwargs(settings, start),
             early_stopping=settings.early_stopping, early_stopping_patience=settings.patience,
             early_stopping_min_delta=settings.min_delta, num_workers=settings.num_workers, seed=settings.seed,
