@@ -215,30 +215,37 @@ class OriginalPatchCore:
         n, h, w = crops.shape
         scores = np.zeros(n, np.float32)
         maps = np.zeros((n, h, w), np.float32)
-        mask_size = tuple(int(v) for v in self.params["input_shape"][-2:])
         for start in range(0, n, self.batch_size):
             batch = crops[start:start + self.batch_size]
-            feats, (gh, gw) = self.embed(self.preprocess(batch))
-            patch = self.index.search(feats).reshape(len(batch), gh, gw)
-            scores[start:start + len(batch)] = patch.reshape(len(batch), -1).max(1)
-            t = torch.from_numpy(patch).unsqueeze(1)
-            up = F.interpolate(t, size=mask_size, mode="bilinear", align_corners=False)[:, 0].numpy()
-            masks = np.stack([scipy.ndimage.gaussian_filter(m, sigma=4) for m in up])
+            patch, masks = self._patches_and_masks(batch)
             # The original's mask is input_shape-sized (167x128 as HxW, a stretched
             # crop); back to the crop's own pixels so maps align with the ROI.
             back = F.interpolate(torch.from_numpy(masks).unsqueeze(1), size=(h, w), mode="bilinear",
                                  align_corners=False)[:, 0].numpy()
             maps[start:start + len(batch)] = back
+            # The original scores an image by its highest patch; the blurred mask's
+            # maximum would be lower, so the score comes from the patches.
+            scores[start:start + len(batch)] = patch.reshape(len(batch), -1).max(1)
         return ScoreResult(scores, maps)
 
     def original_masks(self, crops: np.ndarray) -> np.ndarray:
         """Masks exactly as the original returned them (``input_shape``-sized), for comparison."""
+        return self._patches_and_masks(crops)[1]
+
+    def _patches_and_masks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Patch distances [N, gh, gw] and the original's masks [N, *input_shape].
+
+        The one place the original's map pipeline is written: bilinear stretch of
+        the patch distances to ``input_shape``, then a Gaussian blur σ=4. (PatchCore
+        proper places patch scores on their receptive-field centres instead:
+        ``model.patch_scores_to_maps``.)
+        """
         mask_size = tuple(int(v) for v in self.params["input_shape"][-2:])
         feats, (gh, gw) = self.embed(self.preprocess(crops))
         patch = self.index.search(feats).reshape(len(crops), gh, gw)
         up = F.interpolate(torch.from_numpy(patch).unsqueeze(1), size=mask_size, mode="bilinear",
                            align_corners=False)[:, 0].numpy()
-        return np.stack([scipy.ndimage.gaussian_filter(m, sigma=4) for m in up])
+        return patch, np.stack([scipy.ndimage.gaussian_filter(m, sigma=4) for m in up])
 
 
 def is_original_model(folder: str | Path) -> bool:
