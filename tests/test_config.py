@@ -176,7 +176,7 @@ def test_threads_and_model_choice_do_not_reach_job_params():
     train, score = patchcore_params(config, "train"), patchcore_params(config, "score")
     assert "threads" not in train and "threads" not in score and "model" not in train
     assert set(score) == {"batch_size", "device", "weights_path", "download_weights"}
-    assert train["coreset_fraction"] == 0.1 and train["layers"] == ["blocks.2"]
+    assert train["coreset_fraction"] == 0.1 and train["layers"] == ["blocks.2"]  # as config.yaml sets it
 
 
 def test_each_job_depends_only_on_its_own_settings():
@@ -232,29 +232,40 @@ def test_auto_threshold_needs_a_model_that_set_one(tmp_path):
 
 
 def test_settings_classes_default_to_the_schemas_defaults():
-    """Code that builds settings directly gets what the pipeline gets: every field a schema section
-    also has defaults to the schema's value (the coreset fraction once said 0.1 here and 0.01 there)."""
-    from dataclasses import MISSING, fields
-
+    """Code that builds settings directly gets what the pipeline gets: a settings class built from
+    the schema's defaults equals the class's own defaults (the coreset fraction once said 0.1 here
+    and 0.01 there; RF-DETR's epochs 20 here and 8 there)."""
+    from anodect.config import schema_defaults
     from anodect.discovery import DiscoverySettings
     from anodect.patchcore.model import PatchCoreSettings
     from anodect.patchcore.volume import VolumeSettings
+    from anodect.rfdetr.dataset import DatasetSettings
+    from anodect.rfdetr.model import TrainSettings
     from anodect.tracking import TrackingSettings
 
-    schema = yaml.safe_load((REPO / "src" / "anodect" / "schemas" / "config.schema.yaml").read_text())["properties"]
-    sections = {PatchCoreSettings: schema["patchcore"], VolumeSettings: schema["patchcore"]["properties"]["volume"],
-                TrackingSettings: schema["decisions"], DiscoverySettings: schema["discovery"]}
-    checked = 0
+    defaults = schema_defaults()
+    sections = {PatchCoreSettings: defaults["patchcore"], VolumeSettings: defaults["patchcore"]["volume"],
+                TrainSettings: defaults["rfdetr"], DatasetSettings: defaults["rfdetr"]["dataset"],
+                DiscoverySettings: defaults["discovery"]}
     for cls, section in sections.items():
-        for f in fields(cls):
-            prop = section["properties"].get(f.name)
-            if prop is None or "default" not in prop or f.default is MISSING:
-                continue
-            default = list(f.default) if isinstance(f.default, tuple) else f.default
-            if cls is PatchCoreSettings and f.name == "layers":  # None: the backbone's own default
-                from anodect.patchcore.backbones import DEFAULT_LAYERS
+        assert cls.from_config(section) == cls(), cls.__name__
+    tracking = {k: defaults["decisions"][k] for k in ("min_consecutive_slices", "max_gap", "link_margin")}
+    assert TrackingSettings(**tracking) == TrackingSettings()
 
-                default = list(DEFAULT_LAYERS[PatchCoreSettings.backbone])
-            assert default == prop["default"], f"{cls.__name__}.{f.name}: {f.default!r} in code, {prop['default']!r} in the schema"
-            checked += 1
-    assert checked >= 15
+
+def test_job_params_are_the_keys_the_schema_marks_for_the_job():
+    """One list of what shapes a model: the schema's x-jobs. The settings classes hold exactly those keys,
+    so a key added to a class and not marked (or marked and not used) fails here."""
+    from dataclasses import fields
+
+    from anodect.config import schema_defaults
+    from anodect.patchcore.model import PatchCoreSettings
+    from anodect.rfdetr.model import TrainSettings
+    from anodect.workflow import rfdetr_params
+
+    config = schema_defaults()
+    assert set(patchcore_params(config, "train")) == {f.name for f in fields(PatchCoreSettings)}
+    folded = {"patience", "min_delta"}  # rfdetr.early_stopping's sub-keys, flattened in TrainSettings
+    assert set(rfdetr_params(config, "train")) == {f.name for f in fields(TrainSettings)} - folded
+    assert set(rfdetr_params(config, "predict")) == {"score_floor", "predict_batch_size", "trust_checkpoint",
+                                                      "device"}

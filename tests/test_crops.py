@@ -91,6 +91,25 @@ def test_context_surrounds_the_roi_and_mirrors_outside_the_image(tmp_path):
     assert np.array_equal(crop_set.inner()[0, 0], _coded()[3:5, 0:4])
 
 
+def test_crop_and_slice_pixels_are_related_in_one_place(tmp_path):
+    """Each pixel of the coded slice holds its own position, so every mapping is checked against the
+    slice itself: origin (with the set's context, less, or none), the ROI inside its crop, trimming."""
+    image = _coded()
+    crop_set, _ = extract_crops("s1", _slices(tmp_path, {1: image}), [Roi("mid", 6, 3, 10, 5)], WINDOW, context=2)
+    crop = crop_set.crops[0, 0]
+    for context in (2, 1, 0):
+        ox, oy = crop_set.origin(0, context)
+        trimmed = crop_set.with_context(context)[0, 0]
+        assert trimmed[0, 0] == image[oy, ox] and trimmed[-1, -1] == image[oy + trimmed.shape[0] - 1,
+                                                                          ox + trimmed.shape[1] - 1]
+    x1, y1, x2, y2 = crop_set.roi_in_crop(0)
+    assert np.array_equal(crop[y1:y2, x1:x2], image[3:5, 6:10]) and np.array_equal(crop_set.inner()[0, 0],
+                                                                                  crop[y1:y2, x1:x2])
+    assert Roi("mid", 6, 3, 10, 5).crop_shape(2) == crop.shape
+    with pytest.raises(ValueError, match="crops have 2 px of context, 3 are needed"):
+        crop_set.with_context(3)
+
+
 def test_crop_metadata_reads_without_the_pixels(tmp_path):
     crop_set, _ = extract_crops("s1", _slices(tmp_path, {7: _coded(), 5: _coded(100)}), ROIS, WINDOW, context=2)
     crop_set.save(tmp_path / "c.npz")

@@ -216,6 +216,83 @@ def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, t
                    "crop_rois") == []
 
 
+def _plain_snakemake(root: Path) -> Path:
+    """A folder holding Snakemake and its dependencies alone, linked from this environment: what
+    `pip install snakemake` gives (no executor plugins, no anodect, none of the jobs' libraries)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    site = root / "site"
+    site.mkdir()
+    dists, todo = {}, ["snakemake"]
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        key = dist.metadata["Name"].lower().replace("-", "_")
+        if key in dists:
+            continue
+        dists[key] = dist
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    for dist in dists.values():
+        base = Path(dist.locate_file(""))
+        for top in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
+            if top != "__pycache__" and not top.endswith(".pth") and not (site / top).exists():
+                (site / top).symlink_to(base / top)
+    return site
+
+
+_PLAIN = """
+import runpy, sys
+sys.path.insert(0, sys.argv[1])
+sys.argv = ["snakemake", *sys.argv[2:]]
+runpy.run_module("snakemake", run_name="__main__")
+"""
+
+
+def test_the_workflow_plans_with_nothing_but_snakemake(tmp_path, tiny_demo):
+    """`snakemake --sdm conda` starts from a plain Snakemake install: the parse, the pre-run checks
+    (which read the first slice's header) and planning after discovery must import neither anodect's
+    job libraries nor an installed anodect."""
+    demo_dir, _ = tiny_demo
+    data = tmp_path / "scans"
+    shutil.copytree(demo_dir / "scans" / "test", data)
+    config = tiny_config(tmp_path, demo_enabled=False)
+    config.update(input_dir=str(data), training={}, rfdetr={"model": "none"}, patchcore_threshold=1.0)
+    config["patchcore"] = {"model": str(tmp_path / "models" / "patchcore")}
+    (tmp_path / "models" / "patchcore").mkdir(parents=True)
+    (tmp_path / "models" / "patchcore" / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
+    np.save(tmp_path / "models" / "patchcore" / "memory_bank.npy", np.zeros((1, 1), np.float32))
+    write_config(tmp_path / "config" / "config.yaml", config)
+    base = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "-n"]
+
+    site = _plain_snakemake(tmp_path)
+
+    def plain(*args, code=_PLAIN):
+        # -S: no site-packages, so neither this environment's libraries nor its editable anodect.
+        return subprocess.run([sys.executable, "-S", "-c", code, str(site), *base, *args], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+
+    # The control: that environment has Snakemake and lacks the rest.
+    for module, present in (("snakemake", True), ("numpy", False), ("pandas", False), ("anodect", False)):
+        assert (plain(code=f"import sys; sys.path.insert(0, sys.argv[1]); import {module}").returncode == 0) is present
+    proc = plain()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "discover_scans" in proc.stdout + proc.stderr
+    # After discovery (run with the full environment), planning reads the sample sheet: still plain.
+    snakemake(tmp_path, str(tmp_path / "results" / "scans.tsv"))
+    proc = plain()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "crop_rois" in proc.stdout and "score_patchcore" in proc.stdout
+    # The pre-run ROI check still reads the slice size from the header, with no image library.
+    config["roi_config"][0]["x_max"] = 5000
+    write_config(tmp_path / "config" / "config.yaml", config)
+    proc = plain()
+    assert proc.returncode != 0 and "lies outside the" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+
+
 def test_bad_config_stops_before_any_job_with_one_message(tmp_path):
     config = tiny_config(tmp_path)
     config["filter_index_range"] = {"min": 211, "max": 204}

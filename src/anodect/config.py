@@ -49,10 +49,26 @@ class Roi:
     def as_box(self) -> tuple[int, int, int, int]:
         return (self.x_min, self.y_min, self.x_max, self.y_max)
 
+    def crop_shape(self, context: int = 0) -> tuple[int, int]:
+        """(height, width) of this ROI's crop with ``context`` pixels around it (``crops.CropSet``)."""
+        return self.height + 2 * context, self.width + 2 * context
+
 
 def load_schema() -> dict:
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def schema_defaults() -> dict:
+    """Every default the schema gives, as a config would hold them once validated.
+
+    Settings dataclasses keep their own defaults for use outside a run; a test
+    holds them equal to these, so the schema stays the one source.
+    """
+    schema = load_schema()
+    defaults: dict = {}
+    _fill_defaults(defaults, schema, schema)
+    return defaults
 
 
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:

@@ -101,10 +101,50 @@ class CropSet:
     def n_slices(self) -> int:
         return int(self.crops.shape[0])
 
+    # ---- geometry: the one place crop and slice pixels are related --------------------------
+    # A crop of ROI r is the slice's pixels [y_min - c, y_max + c) x [x_min - c, x_max + c)
+    # for c pixels of context; boxes are corners on pixel edges (``anodect.regions``).
+
+    def origin(self, roi: int, context: int | None = None) -> tuple[int, int]:
+        """Slice (x, y) of the top-left pixel of ROI ``roi``'s crop.
+
+        Args:
+            roi: the ROI's position in ``roi_names``.
+            context: pixels of context the crop keeps (default: this set's own; 0 for
+                maps and crops cut to the ROI).
+        """
+        return crop_origin(self.roi_boxes[roi], self.context if context is None else context)
+
+    def roi_in_crop(self, roi: int) -> tuple[int, int, int, int]:
+        """ROI ``roi``'s box in its crop's pixels (x1, y1, x2, y2; max exclusive)."""
+        c = self.context
+        x0, y0, x1, y1 = (int(v) for v in self.roi_boxes[roi])
+        return c, c, c + x1 - x0, c + y1 - y0
+
+    def with_context(self, context: int) -> np.ndarray:
+        """The crops keeping ``context`` of their pixels of context, [slice, roi, h, w].
+
+        Raises:
+            ValueError: when the crops have less context than asked for.
+        """
+        if context > self.context:
+            raise ValueError(f"{self.scan_id}: crops have {self.context} px of context, {context} are needed "
+                             "(set crop_context to at least that)")
+        return trim_context(self.crops, self.context - context)
+
     def inner(self) -> np.ndarray:
         """The crops without their context: exactly the ROI pixels, [slice, roi, h, w]."""
-        c = self.context
-        return self.crops[..., c:self.crops.shape[-2] - c, c:self.crops.shape[-1] - c] if c else self.crops
+        return self.with_context(0)
+
+
+def crop_origin(roi_box, context: int) -> tuple[int, int]:
+    """Slice (x, y) of the top-left pixel of a crop of ``roi_box`` (x_min, y_min, ...) with ``context``."""
+    return int(roi_box[0]) - context, int(roi_box[1]) - context
+
+
+def trim_context(crops: np.ndarray, by: int) -> np.ndarray:
+    """Crops [..., H, W] less ``by`` pixels on every side."""
+    return crops[..., by:crops.shape[-2] - by, by:crops.shape[-1] - by] if by else crops
 
 
 def cut_with_context(image: np.ndarray, roi: Roi, context: int) -> np.ndarray:
@@ -252,7 +292,7 @@ def extract_crops(
 
 def empty_crop_set(scan_id: str, rois: list[Roi], context: int) -> CropSet:
     """A scan with no usable slice: zero slices, so every later stage has a file to read."""
-    h, w = rois[0].y_max - rois[0].y_min + 2 * context, rois[0].x_max - rois[0].x_min + 2 * context
+    h, w = rois[0].crop_shape(context)
     return CropSet(scan_id, np.zeros((0, len(rois), h, w), np.uint8), np.zeros(0, np.int64), np.zeros(0, str),
                    np.array([r.name for r in rois], dtype=str), np.array([r.as_box() for r in rois], np.int64),
                    (0.0, 0.0), context)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .crops import crop_origin
 from .io import load_arrays
 from .regions import regions_from_map
 from .tracking import Detection, TrackingSettings, anomalous_slices, confirm, link
@@ -81,7 +82,7 @@ def boxes_from_arrays(a: dict, settings: DecisionSettings) -> pd.DataFrame:
             crop_score = float(a[score_key][s, r])
             if not np.isfinite(crop_score):
                 continue
-            x0, y0 = int(a["roi_boxes"][r][0]), int(a["roi_boxes"][r][1])
+            x0, y0 = crop_origin(a["roi_boxes"][r], context=0)  # maps cover the ROI alone
             for reg in regions_from_map(np.asarray(a[map_key][s, r], np.float32), crop_score, settings.threshold,
                                         settings.map_threshold, settings.min_region_area):
                 reg = reg.shifted(x0, y0)

@@ -18,10 +18,12 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from .tiffheader import count_pages, image_shape
 
-from .imaging import count_pages, image_shape
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +360,8 @@ NOTE_COLUMNS = ["role", "source", "scan_id", "note"]
 
 def notes_table(scans: list[Scan], skipped: list[dict]) -> pd.DataFrame:
     """What discovery noticed: slices it left out of scans, and folders that gave no scan."""
+    import pandas as pd  # a job's import: the parse-time modules need no pandas
+
     rows = [{"role": s.role, "source": s.source, "scan_id": s.scan_id, "note": n} for s in scans for n in s.notes]
     return pd.DataFrame(rows + list(skipped), columns=NOTE_COLUMNS)
 
@@ -374,6 +378,8 @@ def check_unique_ids(scans: list[Scan]) -> None:
 
 def scans_table(scans: list[Scan]) -> pd.DataFrame:
     """The sample sheet: one row per scan."""
+    import pandas as pd  # a job's import: the parse-time modules need no pandas
+
     rows = [
         {
             "scan_id": s.scan_id,
@@ -400,6 +406,8 @@ def scans_table(scans: list[Scan]) -> pd.DataFrame:
 
 def slices_table(scans: list[Scan]) -> pd.DataFrame:
     """One row per slice to read: the crop stage's input list."""
+    import pandas as pd  # a job's import: the parse-time modules need no pandas
+
     rows = [
         {"scan_id": s.scan_id, "slice_index": sl.index, "path": sl.path, "page": sl.page}
         for s in scans

@@ -119,8 +119,7 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
     cracked: set[tuple[str, int]] = set()
     for a in placed:
         crops = crops_of[a.scan_id]
-        x0, y0 = int(crops.roi_boxes[a.roi][0]), int(crops.roi_boxes[a.roi][1])
-        dx, dy = x0 - crops.context, y0 - crops.context
+        dx, dy = crops.origin(a.roi)
         bx1, by1, bx2, by2 = a.box
         box_rows.append({"scan_id": a.scan_id, "slice_index": a.slice_index, "roi": str(crops.roi_names[a.roi]),
                          "x1": bx1 + dx, "y1": by1 + dy, "x2": bx2 + dx, "y2": by2 + dy})

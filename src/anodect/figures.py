@@ -195,15 +195,14 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
     pos = int(np.flatnonzero(crops.slice_indices == int(item["slice_index"]))[0])
     r = [str(n) for n in crops.roi_names].index(str(item["roi"]))
     crop = crops.crops[pos, r]
-    c = crops.context
-    x0, y0, x1, y1 = (int(v) for v in crops.roi_boxes[r])
-    ox, oy = x0 - c, y0 - c  # full-slice position of the crop's top-left pixel
+    ox, oy = crops.origin(r)
+    rx1, ry1, rx2, ry2 = crops.roi_in_crop(r)
     panels = ["truth"] + [m for m, have in (("patchcore", maps is not None), ("rfdetr", predictions is not None))
                           if have]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.imshow(crop, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.add_patch(Rectangle((c - 0.5, c - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", ls=":", lw=0.8))
+        ax.add_patch(Rectangle((rx1 - 0.5, ry1 - 0.5), rx2 - rx1, ry2 - ry1, fill=False, ec="white", ls=":", lw=0.8))
         ax.set_xticks([])
         ax.set_yticks([])
         if panel == "truth":
@@ -218,7 +217,7 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
             ax.set_title(f"slice {int(item['slice_index'])}, {item['roi']}: {label}", fontsize=8)
         elif panel == "patchcore":
             heat = np.full(crop.shape, np.nan, np.float32)
-            heat[c:c + maps.shape[-2], c:c + maps.shape[-1]] = maps[pos, r]
+            heat[ry1:ry2, rx1:rx2] = maps[pos, r]  # maps cover the ROI alone
             t = metrics["models"]["patchcore"]["threshold"]
             ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=max(t * 2, float(np.nanmax(heat))))
             verdict = "crack" if item["patchcore_anomaly"] else "OK"

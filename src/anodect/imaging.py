@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from .tiffheader import count_pages, image_shape  # noqa: F401 - sizes without pixels, one reader
+
 
 class SliceReadError(RuntimeError):
     """A slice that cannot be used; the message names the file and the reason."""
@@ -60,18 +62,6 @@ def read_slice(path: str | Path, page: int | None = None) -> np.ndarray:
     if image.dtype.kind not in "uif":
         raise SliceReadError(f"{path}: unsupported pixel type {image.dtype}")
     return to_grey(image, path)
-
-
-def image_shape(path: str | Path, page: int | None = None) -> tuple[int, int]:
-    """(height, width) of a slice from the TIFF header alone."""
-    with tifffile.TiffFile(path) as tif:
-        shape = tif.pages[0 if page is None else page].shape
-    return int(shape[0]), int(shape[1])
-
-
-def count_pages(path: str | Path) -> int:
-    with tifffile.TiffFile(path) as tif:
-        return len(tif.pages)
 
 
 @dataclass(frozen=True)

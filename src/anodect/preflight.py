@@ -14,11 +14,9 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
-
 from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
 from .discovery import DiscoverySettings, first_scan, folders_fingerprint
-from .imaging import image_shape
+from .tiffheader import image_shape
 from .workflow import (evaluation_truth, index_range, inside, model_choice, patchcore_model_folder, rfdetr_checkpoint,
                        rfdetr_enabled, sources, truth_generated, truth_inputs)
 
@@ -173,13 +171,10 @@ def metadata_problems(config: dict) -> list[str]:
     backbone, input size, crop geometry) would mislead whoever reads the config, or
     fail at the first scoring job, so the difference is stated now.
     """
-    import json
-
     problems = []
-    rois = config.get("roi_config") or []
+    rois = rois_from_config(config)
     context = config.get("crop_context", 0)
-    crop = ([rois[0]["y_max"] - rois[0]["y_min"] + 2 * context, rois[0]["x_max"] - rois[0]["x_min"] + 2 * context]
-            if rois else None)
+    crop = list(rois[0].crop_shape(context)) if rois else None
 
     def read(path: Path) -> dict:
         try:
@@ -193,7 +188,7 @@ def metadata_problems(config: dict) -> list[str]:
         meta = read(Path(folder) / "model.json")
         pc = config["patchcore"]
         wanted = {"patchcore.backbone": (meta.get("backbone"), pc.get("backbone")),
-                  "patchcore.layers": (meta.get("layers"), list(pc.get("layers") or [])),
+                  "patchcore.layers": (meta.get("layers"), list(pc["layers"]) if pc.get("layers") else None),
                   "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
                   "crop_context": (meta.get("context"), context),
                   "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
@@ -201,7 +196,7 @@ def metadata_problems(config: dict) -> list[str]:
         for key, want in (pc.get("volume") or {}).items():
             wanted[f"patchcore.volume.{key}"] = (volume.get(key), want)
         for key, (have, want) in wanted.items():
-            if have is not None and want is not None and list(np.atleast_1d(have)) != list(np.atleast_1d(want)):
+            if have is not None and want is not None and _as_list(have) != _as_list(want):
                 problems.append(f"{key}: the PatchCore model in {folder} was made with {have!r}, the config says "
                                 f"{want!r} (match the config to the model, or train a new one)")
         evidence = config["decisions"]["patchcore_evidence"]
@@ -227,6 +222,10 @@ def metadata_problems(config: dict) -> list[str]:
 
 
 NOT_LOOKED_AT = "not looked at"
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def listing_fingerprint(config: dict, look: bool = True) -> str:

@@ -7,14 +7,13 @@ run are in ``preflight``.
 
 from __future__ import annotations
 
+import csv
 import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from .config import ConfigError
+from .config import ConfigError, load_schema
 from .discovery import DiscoverySettings, Scan, check_unique_ids, discover
 from .names import TOOL, model_of_tool, output_folder
 
@@ -137,18 +136,25 @@ def patchcore_model_files(config: dict) -> list[str]:
     return [str(p) for p in sorted(Path(folder).iterdir()) if p.is_file()]
 
 
-# Keys that shape a trained model, and keys that only say how to run one. Threads
-# and the model choice stay out of both: changing them must not rerun a job.
-_TRAIN_KEYS = ("backbone", "layers", "weights_path", "download_weights", "feature_dim", "input_size",
-               "coreset_fraction", "projection_dim", "count_include_pad", "batch_size", "seed", "device", "volume",
-               "false_alarm_rate")
-_SCORE_KEYS = ("weights_path", "download_weights", "batch_size", "device")
+def job_settings(config: dict, section: str, job: str) -> dict:
+    """The keys of ``config[section]`` that the output of rule ``job`` depends on.
+
+    The schema marks each model setting with the jobs it shapes (``x-jobs``), so a
+    new key is declared once. The result is the job's params: changing one of
+    these keys reruns the job; threads and the model choice rerun nothing.
+    """
+    props = _schema()["properties"][section]["properties"]
+    return {k: config[section][k] for k, p in props.items() if job in p.get("x-jobs", ()) and k in config[section]}
+
+
+@functools.cache
+def _schema() -> dict:
+    return load_schema()
 
 
 def patchcore_params(config: dict, stage: str) -> dict:
     """The ``patchcore`` settings a training (``train``) or scoring (``score``) job depends on."""
-    keys = _TRAIN_KEYS if stage == "train" else _SCORE_KEYS
-    return {k: config["patchcore"][k] for k in keys if k in config["patchcore"]}
+    return job_settings(config, "patchcore", f"{stage}_patchcore")
 
 
 def rfdetr_checkpoint(config: dict) -> str | None:
@@ -219,19 +225,12 @@ def rfdetr_enabled(config: dict) -> bool:
     return model_choice(config, "rfdetr").kind != "none"
 
 
-_RF_TRAIN_KEYS = ("size", "pretrain_weights", "trust_checkpoint", "resolution", "epochs", "batch_size", "lr",
-                  "lr_encoder", "layer_decay", "num_queries", "group_detr", "multi_scale", "use_ema", "early_stopping",
-                  "num_workers", "seed", "device")
-_RF_PREDICT_KEYS = ("score_floor", "predict_batch_size", "trust_checkpoint", "device")
-
-
 def rfdetr_params(config: dict, stage: str) -> dict:
     """The ``rfdetr`` settings a job of ``stage`` (dataset, train, predict) depends on."""
     rf = config["rfdetr"]
     if stage == "dataset":
         return dict(rf["dataset"])
-    keys = _RF_TRAIN_KEYS if stage == "train" else _RF_PREDICT_KEYS
-    return {k: rf[k] for k in keys}
+    return job_settings(config, "rfdetr", f"{stage}_rfdetr")
 
 
 def gpu_resources(config: dict, model: str) -> dict:
@@ -263,40 +262,42 @@ def decision_params(config: dict, model: str) -> dict:
     return params
 
 
+# The sample sheet's and slice list's integer columns; every other column is text
+# (a battery named 001 stays "001").
+_INT_COLUMNS = frozenset({"n_slices", "first_slice", "last_slice", "height", "width", "slice_index", "page"})
+
+
 @functools.lru_cache(maxsize=8)
-def _read_sheet(path: str, mtime: float) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", keep_default_na=False, dtype={"axis": str})
+def _read_sheet(path: str, mtime: float) -> tuple[dict, ...]:
+    # The csv module, not pandas: the Snakefile reads the sheet while planning, and
+    # planning must need nothing beyond Snakemake's own dependencies.
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh, delimiter="\t")
+        return tuple({k: int(v) if k in _INT_COLUMNS and v != "" else v for k, v in row.items()} for row in rows)
 
 
-def read_sheet(path: str | Path) -> pd.DataFrame:
-    """Read a sample sheet (or slice list) once per version of the file."""
+def read_sheet(path: str | Path) -> list[dict]:
+    """The rows of a sample sheet (or slice list), read once per version of the file."""
     path = str(path)
-    return _read_sheet(path, os.path.getmtime(path))
+    return list(_read_sheet(path, os.path.getmtime(path)))
 
 
-@functools.lru_cache(maxsize=4)
-def _slices_by_scan(path: str, mtime: float) -> dict[str, pd.DataFrame]:
-    table = _read_sheet(path, mtime)
-    return {scan_id: group for scan_id, group in table.groupby("scan_id", sort=False)}
-
-
-def scan_ids(sheet: pd.DataFrame, role: str | None = None) -> list[str]:
+def scan_ids(sheet: list[dict], role: str | None = None) -> list[str]:
     """Scan ids of the sample sheet, of one role or all, in sheet order."""
-    rows = sheet if role is None else sheet[sheet["role"] == role]
-    return list(rows["scan_id"])
+    return [r["scan_id"] for r in sheet if role is None or r["role"] == role]
 
 
-def scan_record(sheet: pd.DataFrame, scan_id: str) -> dict:
+def scan_record(sheet: list[dict], scan_id: str) -> dict:
     """One scan's row of the sample sheet."""
-    rows = sheet[sheet["scan_id"] == scan_id]
-    if rows.empty:
-        raise KeyError(f"scan {scan_id!r} is not in the sample sheet")
-    return rows.iloc[0].to_dict()
+    for row in sheet:
+        if row["scan_id"] == scan_id:
+            return dict(row)
+    raise KeyError(f"scan {scan_id!r} is not in the sample sheet")
 
 
 @functools.lru_cache(maxsize=4)
 def _records(path: str, mtime: float) -> dict[str, dict]:
-    return {r["scan_id"]: r for r in _read_sheet(path, mtime).to_dict("records")}
+    return {r["scan_id"]: r for r in _read_sheet(path, mtime)}
 
 
 def sheet_record(path: str | Path, scan_id: str) -> dict:
@@ -312,14 +313,24 @@ def sheet_record(path: str | Path, scan_id: str) -> dict:
     return dict(records[scan_id])
 
 
-def scan_records(sheet: pd.DataFrame, role: str) -> list[dict]:
+_RECORD_KEYS = ("scan_id", "battery_id", "battery_path", "axis", "height", "width")
+
+
+def scan_records(sheet: list[dict], role: str) -> list[dict]:
     """Ids and original names of one role's scans, for a model's metadata."""
-    rows = sheet.loc[sheet["role"] == role, ["scan_id", "battery_id", "battery_path", "axis", "height", "width"]]
-    return rows.to_dict("records")
+    return [{k: r[k] for k in _RECORD_KEYS} for r in sheet if r["role"] == role]
 
 
-def scan_slices(slices_tsv: str | Path, scan_id: str) -> pd.DataFrame:
-    """The slice rows of one scan; the table is grouped once, not once per job."""
+@functools.lru_cache(maxsize=4)
+def _slices_by_scan(path: str, mtime: float) -> dict:
+    import pandas as pd  # jobs only: a crop or decision job's slice rows
+
+    table = pd.read_csv(path, sep="\t", keep_default_na=False)
+    return {scan_id: group for scan_id, group in table.groupby("scan_id", sort=False)}
+
+
+def scan_slices(slices_tsv: str | Path, scan_id: str):
+    """The slice rows of one scan (a DataFrame); the table is grouped once, not once per job."""
     path = str(slices_tsv)
     groups = _slices_by_scan(path, os.path.getmtime(path))
     if scan_id not in groups:

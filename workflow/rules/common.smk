@@ -1,13 +1,20 @@
 import json
+import sys
+from pathlib import Path
+
+# The package's parse-time modules (config, preflight, workflow, discovery) need
+# nothing beyond Snakemake's own dependencies, so the workflow plans from a plain
+# Snakemake install (--sdm conda builds the jobs' environment later). Taken from
+# this checkout, the same code the jobs run.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import anodect.preflight as preflight
 import anodect.workflow as aw
-from anodect.config import SCHEMA_PATH, ConfigError
+from anodect.config import ConfigError
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-validate(config, str(SCHEMA_PATH))
 try:
+    # Schema validation with its defaults, then the checks a schema cannot express.
     # A cluster job's parse skips the input folders: it must not walk the tree.
     config = preflight.check_config(config, inputs=workflow.is_main_process)
 except ConfigError as exc:

@@ -6,12 +6,12 @@ from anodect import logs
 from anodect.config import rois_from_config
 from anodect.crops import crop_scan
 from anodect.io import write_table
-from anodect.workflow import read_sheet, scan_slices
+from anodect.workflow import read_sheet, scan_record, scan_slices
 
 logs.to_file(snakemake.log[0])
 scan_id = snakemake.wildcards.scan
-sheet = read_sheet(snakemake.input.scans).set_index("scan_id")
-shape = (int(sheet.at[scan_id, "height"]), int(sheet.at[scan_id, "width"]))
+record = scan_record(read_sheet(snakemake.input.scans), scan_id)
+shape = (record["height"], record["width"])
 crop_set, qc = crop_scan(
     scan_id,
     scan_slices(snakemake.input.slices, scan_id),

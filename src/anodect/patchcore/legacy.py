@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..crops import trim_context
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, load_resnet_weights, torchvision_state
 from .model import ScoreResult
 from .search import NearestNeighbourIndex
@@ -210,8 +211,7 @@ class OriginalPatchCore:
 
         The original ignores anything around the ROI, so ``context`` pixels are cut off first.
         """
-        if context:
-            crops = crops[:, context:crops.shape[1] - context, context:crops.shape[2] - context]
+        crops = trim_context(crops, context)
         n, h, w = crops.shape
         scores = np.zeros(n, np.float32)
         maps = np.zeros((n, h, w), np.float32)

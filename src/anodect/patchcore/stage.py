@@ -62,7 +62,7 @@ def score_scan(model, crops_path: str | Path, out_path: str | Path) -> dict:
     c = crop_set.context
     if s == 0:
         # A scan with no usable slice (see crops.crop_scan): an empty score file keeps the run going.
-        empty = np.zeros((0, r, h - 2 * c, w - 2 * c), np.float32)
+        empty = np.zeros(crop_set.inner().shape, np.float32)
         result = ScanScores(np.zeros((0, r), np.float32), empty, np.zeros((0, r), np.float32), empty)
         log.warning("%s: no usable slice, nothing to score", crop_set.scan_id)
     elif isinstance(model, PatchCore):

@@ -236,13 +236,9 @@ def _on_roi(poly: Polygon, crops: CropSet, pos: int, source: str) -> CropAnnotat
             best, best_area = r, w * h
     if best is None:
         return None
-    c = crops.context
-    x0, y0, x1, y1 = (int(v) for v in crops.roi_boxes[best])
-    offset = np.array([x0 - c, y0 - c], np.float64)
+    offset = np.array(crops.origin(best), np.float64)
     polygon = np.stack([np.asarray(poly.xs), np.asarray(poly.ys)], axis=1) - offset
-    shape = crops.crops.shape[-2:]
-    roi_in_crop = (c, c, c + x1 - x0, c + y1 - y0)
-    mask = polygon_mask(polygon, shape, roi_in_crop)
+    mask = polygon_mask(polygon, crops.crops.shape[-2:], crops.roi_in_crop(best))
     if not mask.any():
         return None
     ys, xs = np.nonzero(mask)

@@ -253,9 +253,7 @@ def build_dataset(annotations: list[CropAnnotation], annotated: dict, normal: di
 
 
 def _synthetic(cs, p, r, defects, annotated, settings, rng, changes):
-    c = cs.context
-    h, w = cs.crops.shape[-2:]
-    paster = Paster(settings, rng, (c, c, w - c, h - c))
+    paster = Paster(settings, rng, cs.roi_in_crop(r))
     target = cs.crops[p, r].copy()
     circles = find_circles(target) if settings.avoid_circles else np.zeros((0, 3))
     lo, hi = settings.defects_per_crop

@@ -46,13 +46,13 @@ class TrainSettings:
     size: str = "nano"
     pretrain_weights: str | None = "auto"  # "auto", "download", None (random) or a .pth path
     resolution: int = 192
-    epochs: int = 20
+    epochs: int = 8
     batch_size: int = 4
     lr: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1e-4) when fine-tuning
     lr_encoder: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1.5e-4) when fine-tuning
     layer_decay: float | None = None  # None: 1.0 from random weights, rfdetr's 0.8 when fine-tuning
-    num_queries: int | None = None  # None: rfdetr's default for the size
-    group_detr: int | None = None
+    num_queries: int | None = 30  # None: rfdetr's default for the size
+    group_detr: int | None = 3  # None: rfdetr's default
     multi_scale: bool = False
     use_ema: bool = True
     early_stopping: bool = True

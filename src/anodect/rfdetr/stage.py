@@ -82,8 +82,8 @@ def to_slice_boxes(detections: list[Detection], crop_set: CropSet, context: int)
     for k, det in enumerate(detections):
         s, r = divmod(k, n_rois)
         x0, y0, x1, y1 = (float(v) for v in crop_set.roi_boxes[r])
-        shift = np.array([x0 - context, y0 - context, x0 - context, y0 - context], np.float32)
-        boxes = det.xyxy + shift
+        ox, oy = crop_set.origin(r, context)
+        boxes = det.xyxy + np.array([ox, oy, ox, oy], np.float32)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(x0, x1)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(y0, y1)
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0.5) & ((boxes[:, 3] - boxes[:, 1]) > 0.5)
@@ -99,13 +99,7 @@ def to_slice_boxes(detections: list[Detection], crop_set: CropSet, context: int)
 
 def crops_for(detector: Detector, crop_set: CropSet) -> np.ndarray:
     """The scan's crops as the model was trained on them: [slice*roi, h, w]."""
-    trim = crop_set.context - detector.context
-    if trim < 0:
-        raise ValueError(f"{crop_set.scan_id}: crops have {crop_set.context} px of context, the model "
-                         f"was trained with {detector.context} (set crop_context to at least that)")
-    crops = crop_set.crops
-    if trim:
-        crops = crops[..., trim:crops.shape[-2] - trim, trim:crops.shape[-1] - trim]
+    crops = crop_set.with_context(detector.context)
     return crops.reshape(-1, *crops.shape[-2:])
 
 
