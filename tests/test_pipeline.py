@@ -96,18 +96,18 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     config = tiny_config(tmp_path)
     config["patchcore_threshold"] = 1e9
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     assert not list((results / "inference_patchcore" / "anomaly").rglob("*.png"))
     config["decisions"] = {"patchcore_evidence": "slice"}
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     config["rf_detr_threshold"] = 0.01
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "render": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
 
     # A user's own checkpoint: prediction runs with it, nothing is trained.
@@ -115,7 +115,7 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     shutil.copytree(results / "rfdetr" / "model", mine)
     config["rfdetr"]["model"] = str(mine / "checkpoint.pth")
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 2, "decide": 2, "render": 2, "publish": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 2, "decide": 2, "publish": 1,
                                                        "summarise": 1, **REPORT_JOBS}
 
 

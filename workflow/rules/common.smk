@@ -153,8 +153,7 @@ def benchmark_files(wildcards):
         if aw.rfdetr_checkpoint(config) is None:
             files += [rules.rfdetr_dataset.benchmark, rules.train_rfdetr.benchmark]
         files += expand(rules.predict_rfdetr.benchmark, scan=inspect)
-    for step in (rules.decide, rules.render):
-        files += expand(step.benchmark, model=models, scan=inspect)
+    files += expand(rules.decide.benchmark, model=models, scan=inspect)
     files += expand(rules.publish.benchmark, tool=[aw.TOOL[m] for m in models])
     files += [
         rules.summarise.benchmark,

@@ -1,4 +1,7 @@
 rule decide:
+    # Decisions and the drawings of them in one job: a threshold change reruns both
+    # anyway, and one job per scan and model instead of two halves what Snakemake
+    # plans and what the cluster starts.
     input:
         model_output=model_output,
         # PatchCore's model.json when its threshold is `auto`: the threshold lives there.
@@ -12,6 +15,7 @@ rule decide:
         detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
         cracks=f"{RESULTS}/decisions/{{model}}/{{scan}}/cracks.csv",
         slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
+        images=directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
     log:
         f"{RESULTS}/logs/decide/{{model}}/{{scan}}.log",
     benchmark:
@@ -20,39 +24,15 @@ rule decide:
         "../../envs/anodect.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=10,
+        mem_mb=1000,
+        runtime=20,
     params:
         settings=lambda wildcards: aw.decision_params(config, wildcards.model),
         scan=lambda wildcards: scan_record(wildcards.scan),
-    script:
-        "../scripts/decide.py"
-
-
-rule render:
-    input:
-        detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
-        slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
-        # The slices it draws on are read through the crops' slice list; a changed
-        # slice reruns the crops, and through them this job.
-        crops=f"{RESULTS}/crops/{{scan}}.npz",
-    output:
-        directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
-    log:
-        f"{RESULTS}/logs/render/{{model}}/{{scan}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/render/{{model}}/{{scan}}.tsv"
-    conda:
-        "../../envs/anodect.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
         class_label=config["class_label"],
         thickness=config["decisions"]["box_thickness"],
     script:
-        "../scripts/render.py"
+        "../scripts/decide.py"
 
 
 rule publish:

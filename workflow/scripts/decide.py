@@ -1,9 +1,14 @@
-"""Rule decide: one model's flagged boxes, cracks across slices and slice labels for one scan."""
+"""Rule decide: one model's flagged boxes, cracks across slices and slice labels for one scan,
+and every slice drawn with its boxes into anomaly/ or normal/."""
 
+import logging
 from pathlib import Path
 
 from anodect import logs
+from anodect.crops import CropSet
 from anodect.decisions import decide_scan, settings_from_params
+from anodect.io import read_table
+from anodect.render import render_scan
 from anodect.workflow import scan_slices
 
 logs.to_file(snakemake.log[0])
@@ -17,3 +22,13 @@ decide_scan(
     settings_from_params(snakemake.params.settings, snakemake.input.get("model_meta")),
     Path(snakemake.output.detections).parent,
 )
+# Drawn from the tables as written, as the report and publish read them.
+counts = render_scan(
+    read_table(snakemake.output.slices),
+    read_table(snakemake.output.detections),
+    CropSet.read_meta(snakemake.input.crops)["window"],
+    snakemake.params.class_label,
+    snakemake.output.images,
+    snakemake.params.thickness,
+)
+logging.getLogger("render").info("%s", counts)
