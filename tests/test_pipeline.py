@@ -186,7 +186,9 @@ runpy.run_module("snakemake", run_name="__main__")
 """
 
 
-def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, tiny_demo):
+def _frozen_model_workdir(tmp_path: Path, tiny_demo) -> tuple[Path, dict]:
+    """The tiny demo's test scans as a user's input folder, with a frozen PatchCore and no RF-DETR:
+    a workflow that can be parsed and planned without training anything."""
     demo_dir, _ = tiny_demo
     data = tmp_path / "scans"
     shutil.copytree(demo_dir / "scans" / "test", data)
@@ -197,6 +199,11 @@ def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, t
     (tmp_path / "models" / "patchcore" / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
     np.save(tmp_path / "models" / "patchcore" / "memory_bank.npy", np.zeros((1, 1), np.float32))
     write_config(tmp_path / "config" / "config.yaml", config)
+    return data, config
+
+
+def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, tiny_demo):
+    data, config = _frozen_model_workdir(tmp_path, tiny_demo)
     results = tmp_path / "results"
     snakemake(tmp_path, str(results / "scans.tsv"))  # discovery, as the main process runs it
     scan = pd.read_csv(results / "scans.tsv", sep="\t")["scan_id"].iloc[0]
@@ -256,16 +263,7 @@ def test_the_workflow_plans_with_nothing_but_snakemake(tmp_path, tiny_demo):
     """`snakemake --sdm conda` starts from a plain Snakemake install: the parse, the pre-run checks
     (which read the first slice's header) and planning after discovery must import neither anodect's
     job libraries nor an installed anodect."""
-    demo_dir, _ = tiny_demo
-    data = tmp_path / "scans"
-    shutil.copytree(demo_dir / "scans" / "test", data)
-    config = tiny_config(tmp_path, demo_enabled=False)
-    config.update(input_dir=str(data), training={}, rfdetr={"model": "none"}, patchcore_threshold=1.0)
-    config["patchcore"] = {"model": str(tmp_path / "models" / "patchcore")}
-    (tmp_path / "models" / "patchcore").mkdir(parents=True)
-    (tmp_path / "models" / "patchcore" / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
-    np.save(tmp_path / "models" / "patchcore" / "memory_bank.npy", np.zeros((1, 1), np.float32))
-    write_config(tmp_path / "config" / "config.yaml", config)
+    _, config = _frozen_model_workdir(tmp_path, tiny_demo)
     base = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "-n"]
 
     site = _plain_snakemake(tmp_path)
