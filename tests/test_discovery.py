@@ -99,6 +99,26 @@ def test_tables_and_missing_root(tmp_path):
         discover(tmp_path / "nope", "inspect", SETTINGS, None)
 
 
+def test_the_sheets_read_back_as_written_without_pandas_guessing(tmp_path):
+    """What discovery writes, the planning side reads with the csv module: integer columns as int,
+    every other column as the text it was (a battery folder named 001 is not the number 1)."""
+    from anodect.io import write_table
+    from anodect.workflow import read_sheet, scan_record, scan_slices
+
+    _scan(tmp_path / "in", "001", [4, 5])
+    scans = discover(tmp_path / "in", "inspect", SETTINGS, None)
+    write_table(tmp_path / "scans.tsv", scans_table(scans))
+    write_table(tmp_path / "slices.tsv", slices_table(scans))
+    record = scan_record(read_sheet(tmp_path / "scans.tsv"), scans[0].scan_id)
+    assert record["battery_id"] == "001" and record["n_slices"] == 2 and record["height"] == IMG.shape[0]
+    assert record["slice_indices"] == "4-5" and record["axis"] == "[Z軸]"
+    rows = scan_slices(tmp_path / "slices.tsv", scans[0].scan_id)
+    assert rows["slice_index"].tolist() == [4, 5] and rows["page"].tolist() == [-1, -1]
+    assert rows["path"].tolist() == [sl.path for sl in scans[0].slices]
+    with pytest.raises(KeyError, match="not in"):
+        scan_slices(tmp_path / "slices.tsv", "nope-00000000")
+
+
 def test_fingerprint_follows_the_slice_files_in_range_and_nothing_else(tmp_path):
     _scan(tmp_path, "B1", [1, 2, 3, 9])
     _scan(tmp_path, "B2", [1, 2, 3])

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .tiffheader import count_pages, image_shape  # noqa: F401 - sizes without pixels, one reader
-
 
 class SliceReadError(RuntimeError):
     """A slice that cannot be used; the message names the file and the reason."""

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import supervision as sv
 
+from .crops import CropSet
 from .imaging import SliceReadError, Window, read_slice
-from .io import atomic_dir, write_bytes
+from .io import atomic_dir, read_table, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,18 @@ def render_scan(slices: pd.DataFrame, detections: pd.DataFrame, window: tuple[fl
             (tmp / folder / f"{_name(row)}.png").write_bytes(png.tobytes())
             counts[folder] += 1
     return counts
+
+
+def render_decided(folder: str | Path, crops_path: str | Path, class_label: str, out_dir: str | Path,
+                   thickness: int = 2) -> dict:
+    """Draw one scan's decisions: the tables ``decisions.decide_scan`` wrote in ``folder``.
+
+    The tables are read back as written (a few kB), so the boxes drawn are the boxes
+    the CSVs and the report hold, to the last digit; the grey window is the crops'.
+    """
+    folder = Path(folder)
+    return render_scan(read_table(folder / "slices.csv"), read_table(folder / "detections.csv"),
+                       CropSet.read_meta(crops_path)["window"], class_label, out_dir, thickness)
 
 
 def _name(row) -> str:

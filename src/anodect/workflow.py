@@ -322,20 +322,22 @@ def scan_records(sheet: list[dict], role: str) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=4)
-def _slices_by_scan(path: str, mtime: float) -> dict:
-    import pandas as pd  # jobs only: a crop or decision job's slice rows
-
-    table = pd.read_csv(path, sep="\t", keep_default_na=False)
-    return {scan_id: group for scan_id, group in table.groupby("scan_id", sort=False)}
+def _slices_by_scan(path: str, mtime: float) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for row in _read_sheet(path, mtime):
+        groups.setdefault(row["scan_id"], []).append(row)
+    return groups
 
 
 def scan_slices(slices_tsv: str | Path, scan_id: str):
     """The slice rows of one scan (a DataFrame); the table is grouped once, not once per job."""
+    import pandas as pd  # jobs only: the crop and decision stages take a table; planning needs none
+
     path = str(slices_tsv)
     groups = _slices_by_scan(path, os.path.getmtime(path))
     if scan_id not in groups:
         raise KeyError(f"scan {scan_id!r} is not in {path}")
-    return groups[scan_id]
+    return pd.DataFrame(groups[scan_id])
 
 
 __all__ = [

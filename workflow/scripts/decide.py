@@ -5,14 +5,13 @@ import logging
 from pathlib import Path
 
 from anodect import logs
-from anodect.crops import CropSet
 from anodect.decisions import decide_scan, settings_from_params
-from anodect.io import read_table
-from anodect.render import render_scan
+from anodect.render import render_decided
 from anodect.workflow import scan_slices
 
 logs.to_file(snakemake.log[0])
 scan = snakemake.params.scan
+folder = Path(snakemake.output.detections).parent
 decide_scan(
     snakemake.wildcards.model,
     scan,
@@ -20,13 +19,11 @@ decide_scan(
     snakemake.input.crops,
     scan_slices(snakemake.input.slices, scan["scan_id"]),
     settings_from_params(snakemake.params.settings, snakemake.input.get("model_meta")),
-    Path(snakemake.output.detections).parent,
+    folder,
 )
-# Drawn from the tables as written, as the report and publish read them.
-counts = render_scan(
-    read_table(snakemake.output.slices),
-    read_table(snakemake.output.detections),
-    CropSet.read_meta(snakemake.input.crops)["window"],
+counts = render_decided(
+    folder,
+    snakemake.input.crops,
     snakemake.params.class_label,
     snakemake.output.images,
     snakemake.params.thickness,
