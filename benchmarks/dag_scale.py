@@ -13,14 +13,17 @@ Timed separately, each ``--repeats`` times (median and range), with the load ave
 1. ``main parse``: ``snakemake -n <scans.tsv>`` after discovery: what every invocation pays
    before planning (config check, the discovery job's rerun check over the folders).
 2. ``job parse``: the command a cluster node runs for one crop job (``--mode remote
-   --target-jobs crop_rois:scan=... --allowed-rules crop_rois``), as a dry run.
+   --target-jobs crop_rois:batch=... --allowed-rules crop_rois``), as a dry run.
 3. ``plan``: ``snakemake -n`` of the whole run after discovery.
 4. ``discovery``: the discovery job itself (``--forcerun discover_scans``).
 
-``--before DIR`` times another checkout of the pipeline (``git worktree add DIR <rev>``)
-on the same tree, alternating with this one, so both sides come from one run.
+Each ``--scans-per-job`` value (the config key; default 10 and 1, one job per scan) is a
+side of its own. ``--before DIR`` times another checkout of the pipeline (``git worktree
+add DIR <rev>``; one from before ``scans_per_job``, with per-scan jobs) on the same tree.
+The sides alternate within every repeat, so all come from one run.
 
-    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--repeats 3] [--keep DIR] [--before DIR]
+    python benchmarks/dag_scale.py --scans 1000 5000 [--slices 300] [--repeats 3] [--scans-per-job 10 1]
+                                   [--keep DIR] [--before DIR]
 """
 
 from __future__ import annotations
@@ -66,7 +69,21 @@ def make_tree(root: Path, n_scans: int, n_slices: int) -> Path:
     return data
 
 
-def make_workdir(root: Path, data: Path) -> None:
+def write_config(root: Path, data: Path, scans_per_job: int | None) -> None:
+    config = {
+        "input_dir": str(data), "output_inference_dir": str(root / "results"),
+        "roi_config": [ROI], "filter_index_range": None, "crop_context": 0, "patchcore_threshold": 1.0,
+        "patchcore": {"model": str(root / "models" / "patchcore")},
+        "rfdetr": {"model": str(root / "models" / "rf_detr" / "checkpoint.pth")},
+        "evaluation": {"truth": "none"}, "demo": {"enabled": False},
+    }
+    if scans_per_job is not None:
+        config["scans_per_job"] = scans_per_job
+    (root / "config").mkdir(exist_ok=True)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+
+
+def make_models(root: Path) -> None:
     model = root / "models" / "patchcore"
     model.mkdir(parents=True)
     (model / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1"}))
@@ -74,14 +91,6 @@ def make_workdir(root: Path, data: Path) -> None:
     checkpoint = root / "models" / "rf_detr" / "checkpoint.pth"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"")
-    config = {
-        "input_dir": str(data), "output_inference_dir": str(root / "results"),
-        "roi_config": [ROI], "filter_index_range": None, "crop_context": 0, "patchcore_threshold": 1.0,
-        "patchcore": {"model": str(model)}, "rfdetr": {"model": str(checkpoint)},
-        "evaluation": {"truth": "none"}, "demo": {"enabled": False},
-    }
-    (root / "config").mkdir()
-    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
 
 
 def snakemake(root: Path, *args: str, repo: Path = REPO) -> tuple[float, str]:
@@ -101,26 +110,33 @@ def planned_jobs(out: str) -> int:
     return int(block.split()[0])
 
 
-def first_scan_id(root: Path) -> str:
-    with open(root / "results" / "scans.tsv", encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        return f.readline().rstrip("\n").split("\t")[header.index("scan_id")]
+def first_job(root: Path, scans_per_job: int | None) -> str:
+    """The wildcard of the first scan's crop job: its batch, or its scan before batches."""
+    sys.path.insert(0, str(REPO / "src"))
+    from anodect.batches import assign
+    from anodect.workflow import read_sheet
+
+    sheet = read_sheet(root / "results" / "scans.tsv")
+    if scans_per_job is None:
+        return f"scan={sheet[0]['scan_id']}"
+    return f"batch={assign(sheet, scans_per_job)[sheet[0]['scan_id']]}"
 
 
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def measure_once(root: Path, repo: Path, times: dict[str, list[float]]) -> int:
+def measure_once(root: Path, repo: Path, scans_per_job: int | None, times: dict[str, list[float]]) -> int:
     """One round of the four timings with the pipeline in ``repo``; returns the jobs planned."""
     results = root / "results"
+    write_config(root, root / "scans", scans_per_job)
     t, _ = snakemake(root, "--cores", "1", "--forcerun", "discover_scans", "--", str(results / "scans.tsv"), repo=repo)
     times["discovery"].append(t)
     t, out = snakemake(root, "-n", "--cores", "1", str(results / "scans.tsv"), repo=repo)
     assert "Nothing to be done" in out, out[-2000:]
     times["main parse"].append(t)
-    scan = first_scan_id(root)
-    t, _ = snakemake(root, "-n", "--mode", "remote", "--cores", "1", "--target-jobs", f"crop_rois:scan={scan}",
+    job = first_job(root, scans_per_job)
+    t, _ = snakemake(root, "-n", "--mode", "remote", "--cores", "1", "--target-jobs", f"crop_rois:{job}",
                      "--allowed-rules", "crop_rois", repo=repo)
     times["job parse"].append(t)
     t, out = snakemake(root, "-n", "--cores", "8", "--quiet", "rules", repo=repo)
@@ -128,14 +144,14 @@ def measure_once(root: Path, repo: Path, times: dict[str, list[float]]) -> int:
     return planned_jobs(out)
 
 
-def measure(root: Path, repeats: int, repos: dict[str, Path]) -> dict:
+def measure(root: Path, repeats: int, sides: dict[str, tuple[Path, int | None]]) -> dict:
     """Each side's timings, the sides alternating within every repeat."""
-    times = {side: {"discovery": [], "main parse": [], "job parse": [], "plan": []} for side in repos}
+    times = {side: {"discovery": [], "main parse": [], "job parse": [], "plan": []} for side in sides}
     loads, jobs = [], {}
     for _ in range(repeats):
-        for side, repo in repos.items():
+        for side, (repo, scans_per_job) in sides.items():
             loads.append(os.getloadavg()[0])
-            jobs[side] = measure_once(root, repo, times[side])
+            jobs[side] = measure_once(root, repo, scans_per_job, times[side])
     loads.append(os.getloadavg()[0])
     return {"times": times, "jobs": jobs, "load": loads}
 
@@ -146,9 +162,12 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300, help="slice files per scan")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="keep the work folders under this folder")
+    parser.add_argument("--scans-per-job", type=int, nargs="+", default=[10, 1])
     parser.add_argument("--before", type=Path, help="another checkout of the pipeline to time beside this one")
     args = parser.parse_args()
-    repos = {"this checkout": REPO, **({f"before ({args.before})": args.before} if args.before else {})}
+    sides = {f"this checkout, scans_per_job {k}": (REPO, k) for k in args.scans_per_job}
+    if args.before:
+        sides[f"before ({args.before})"] = (args.before, None)
     for n in args.scans:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -156,9 +175,9 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             data = make_tree(root, n, args.slices)
-            make_workdir(root, data)
+            make_models(root)
             setup = time.perf_counter() - t0
-            m = measure(root, args.repeats, repos)
+            m = measure(root, args.repeats, sides)
             print(f"{n} scans x {args.slices} slice files ({n * args.slices:,} files; tree built in {setup:.0f} s), "
                   f"{args.repeats} repeats, load {statistics.median(m['load']):.2f} "
                   f"({min(m['load']):.2f}-{max(m['load']):.2f}):", flush=True)

@@ -1,9 +1,9 @@
-"""What each per-scan job of a finished run cost, from its benchmark files and logs.
+"""What each per-scan stage's jobs of a finished run cost, from their benchmark files and logs.
 
-Per rule: the jobs, their wall time (median and range over the jobs, and the sum).
-For the model stages also the crops: end to end (crops over the summed job times,
-start-up and model load included) and inside the job (the rate its log reports),
-which is what per-job start-up costs.
+Per rule: the jobs (one per batch of scans), their wall time (median and range over
+the jobs, and the sum). For the model stages also the crops: end to end (crops over
+the summed job times, start-up and model load included) and inside the jobs (the rate
+each scan's log line reports, median over scans), which is what per-job start-up costs.
 
     python benchmarks/stage_costs.py results
 """
@@ -40,13 +40,13 @@ def main() -> None:
                 f"{sum(v):.1f} s in all")
         rates, crops = [], 0
         for log in sorted((args.results / "logs" / rule).rglob("*.log")):
-            found = RATE.findall(log.read_text(encoding="utf-8", errors="replace"))
-            if found:
-                crops += int(found[-1][0])
-                rates.append(float(found[-1][2]))
+            # One line per scan of the job's batch.
+            for n, _, rate in RATE.findall(log.read_text(encoding="utf-8", errors="replace")):
+                crops += int(n)
+                rates.append(float(rate))
         if rates:
-            line += (f"; {crops} crops: {crops / sum(v):.1f} crops/s end to end, "
-                     f"{statistics.median(rates):.1f} crops/s inside the job (median)")
+            line += (f"; {len(rates)} scans, {crops} crops: {crops / sum(v):.1f} crops/s end to end, "
+                     f"{statistics.median(rates):.1f} crops/s inside the jobs (median over scans)")
         print(line)
 
 

@@ -104,7 +104,7 @@ def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path, t
     scores = second / "results" / "patchcore" / "scores"
     assert not (second / "results" / "tables").exists()
     # Whatever a killed job left is either a whole file or a hidden temporary, never a half-written output.
-    for path in scores.glob("*.npz") if scores.is_dir() else []:
+    for path in scores.rglob("*.npz") if scores.is_dir() else []:
         with np.load(path, allow_pickle=False) as f:
             assert f["scores"].shape[0] == f["maps"].shape[0]
 
@@ -116,6 +116,7 @@ def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path, t
         # Slice tables carry the slice paths, which name each run's own folder.
         same = a.read_text(encoding="utf-8").replace(str(first), str(second)) == b.read_text(encoding="utf-8")
         assert same, f"{rel} differs between the two runs\n{out[-2000:]}"
-    for name in sorted(p.name for p in (first / "results" / "patchcore" / "scores").glob("*.npz")):
+    for name in sorted(p.relative_to(first / "results/patchcore/scores")
+                       for p in (first / "results" / "patchcore" / "scores").glob("*/*.npz")):
         with np.load(first / "results/patchcore/scores" / name) as a, np.load(scores / name) as b:
             assert np.array_equal(a["scores"], b["scores"]) and np.array_equal(a["maps"], b["maps"])

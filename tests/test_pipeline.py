@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anodect.batches import assign
 from anodect.crops import CropSet
+from anodect.workflow import read_sheet
 
 from conftest import REPO, tiny_config, write_config
 
@@ -36,13 +38,18 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert set(sheet["battery_id"]) == {"[T01] 検査セル", "[T02] 検査セル", "[D01] 欠陥セル",
                                         "[N01] 正常セル", "[N02] 正常セル"}
     assert (sheet["slice_indices"] == "204-211").all()
+    # scans_per_job 10: one job per role for each per-scan stage, a file per scan in its batch folder.
+    batch = {"inspect": "inspect-0000", "train_normal": "train_normal-0000", "train_defect": "train_defect-0000"}
+    assert sorted(p.name for p in (results / "crops").iterdir()) == sorted(batch.values())
+    folder = {row.scan_id: batch[row.role] for row in sheet.itertuples()}
     for scan_id in sheet["scan_id"]:
-        crop_set = CropSet.load(results / "crops" / f"{scan_id}.npz")
+        crop_set = CropSet.load(results / "crops" / folder[scan_id] / f"{scan_id}.npz")
         assert crop_set.crops.shape == (8, 2, 32 + 2 * 16, 42 + 2 * 16)  # ROI plus crop_context
         assert crop_set.inner().shape == (8, 2, 32, 42)
         assert crop_set.crops.std() > 10  # windowed structure, not a flat image
     for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
-        with np.load(results / "patchcore" / "scores" / f"{scan_id}.npz", allow_pickle=False) as scores:
+        with np.load(results / "patchcore" / "scores" / folder[scan_id] / f"{scan_id}.npz",
+                     allow_pickle=False) as scores:
             assert scores["scores"].shape == (8, 2) and scores["maps"].shape == (8, 2, 32, 42)
             assert np.isfinite(scores["scores"]).all()
             # the volume evidence beside the raw one
@@ -50,7 +57,7 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
             assert np.isfinite(scores["volume_scores"]).all()
             assert json.loads(str(scores["volume_settings"]))["slab"] == 3
     for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
-        boxes = pd.read_csv(results / "rfdetr" / "predictions" / f"{scan_id}.csv")
+        boxes = pd.read_csv(results / "rfdetr" / "predictions" / folder[scan_id] / f"{scan_id}.csv")
         assert (boxes["confidence"] >= 0.05).all() and set(boxes["scan_id"]) <= {scan_id}
         assert boxes["x1"].between(32, 225).all() and boxes["y1"].between(112, 144).all()
     rf_model = json.loads((results / "rfdetr" / "model" / "model.json").read_text())
@@ -96,18 +103,18 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     config = tiny_config(tmp_path)
     config["patchcore_threshold"] = 1e9
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     assert not list((results / "inference_patchcore" / "anomaly").rglob("*.png"))
     config["decisions"] = {"patchcore_evidence": "slice"}
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     config["rf_detr_threshold"] = 0.01
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 2, "publish": 1, "summarise": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
 
     # A user's own checkpoint: prediction runs with it, nothing is trained.
@@ -115,7 +122,7 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     shutil.copytree(results / "rfdetr" / "model", mine)
     config["rfdetr"]["model"] = str(mine / "checkpoint.pth")
     write_config(tmp_path / "config" / "config.yaml", config)
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 2, "decide": 2, "publish": 1,
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 1, "decide": 1, "publish": 1,
                                                        "summarise": 1, **REPORT_JOBS}
 
 
@@ -133,6 +140,7 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     data = tmp_path / "scans"
     shutil.copytree(demo_dir / "scans" / "test" / "[T01] 検査セル", data / "[T01] 検査セル")
     config = tiny_config(tmp_path, demo_enabled=False)
+    config["scans_per_job"] = 1  # a batch per scan: reruns as fine-grained as they go
     config["input_dir"] = str(data)
     config["training"] = {"normal_dir": str(demo_dir / "scans" / "train_normal")}
     config["rfdetr"] = {"model": "none"}
@@ -141,7 +149,7 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     results = tmp_path / "results"
 
     def mtimes():
-        files = [*results.glob("crops/*.npz"), *results.glob("patchcore/scores/*.npz"),
+        files = [*results.glob("crops/*/*.npz"), *results.glob("patchcore/scores/*/*.npz"),
                  results / "patchcore" / "model" / "model.json"]
         return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in files}
 
@@ -206,7 +214,8 @@ def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, t
     data, config = _frozen_model_workdir(tmp_path, tiny_demo)
     results = tmp_path / "results"
     snakemake(tmp_path, str(results / "scans.tsv"))  # discovery, as the main process runs it
-    scan = pd.read_csv(results / "scans.tsv", sep="\t")["scan_id"].iloc[0]
+    sheet = read_sheet(results / "scans.tsv")
+    batch = assign(sheet, 10)[sheet[0]["scan_id"]]  # the default scans_per_job
     base = ["-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1", "-n"]
 
     def touched(*args):
@@ -219,7 +228,7 @@ def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, t
     # The main process checks the folders and what the discovery job hangs on: the hook sees it...
     assert any(event == "os.scandir" for event, _ in touched(str(results / "scans.tsv")))
     # ...a cluster job's parse (the command Snakemake's executors run on a node) lists and opens nothing there.
-    assert touched("--mode", "remote", "--target-jobs", f"crop_rois:scan={scan}", "--allowed-rules",
+    assert touched("--mode", "remote", "--target-jobs", f"crop_rois:batch={batch}", "--allowed-rules",
                    "crop_rois") == []
 
 

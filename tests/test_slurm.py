@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from anodect.batches import assign
+from anodect.workflow import read_sheet
+
 from conftest import REPO, tiny_config, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -59,11 +62,16 @@ def test_the_demo_through_the_slurm_profile_matches_the_local_run(cluster, tmp_p
     assert sum(submitted.values()) == out.count("has been submitted with SLURM jobid"), (submitted, out[-3000:])
     # No per-scan rule was submitted on its own: each ran inside a group job.
     assert not {f"rule_{r}" for r in grouped} & set(submitted), submitted
-    # 5 scans' crops (2 inspected, 2 normal, 1 annotated) in groups of 20: one job; the 2 inspected
-    # scans' scoring, prediction, decisions and drawings (16 jobs, 2 components): one job.
-    scans = 5
-    assert submitted.get("group_crops") == math.ceil(scans / profile["group-components"]["crops"]), submitted
-    assert submitted.get("group_scan") == math.ceil(2 / profile["group-components"]["scan"]), submitted
+    # The batches (scans_per_job at its default, 10): one per role here, so 3 crop jobs (2 inspected,
+    # 2 normal, 1 annotated scan) in 2 submissions of 2 components; the inspected batch's scoring,
+    # prediction and decisions (4 jobs, one component) in one submission.
+    batch_of = assign(read_sheet(slurm / "results" / "scans.tsv"), 10)
+    crop_batches = len(set(batch_of.values()))
+    inspect_batches = len({b for b in batch_of.values() if b.startswith("inspect")})
+    assert (crop_batches, inspect_batches) == (3, 1)
+    components = profile["group-components"]
+    assert submitted.get("group_crops") == math.ceil(crop_batches / components["crops"]), submitted
+    assert submitted.get("group_batch") == math.ceil(inspect_batches / components["batch"]), submitted
     assert submitted.get("rule_train_patchcore") == 1 and submitted.get("rule_train_rfdetr") == 1, submitted
     # Small-file aggregations are local rules: never queued.
     assert not {"rule_qc_table", "rule_summarise", "rule_report"} & set(submitted), submitted

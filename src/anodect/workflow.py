@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import batches
 from .config import ConfigError, load_schema
 from .discovery import DiscoverySettings, Scan, check_unique_ids, discover
 from .names import TOOL, model_of_tool, output_folder
@@ -295,30 +296,30 @@ def scan_record(sheet: list[dict], scan_id: str) -> dict:
     raise KeyError(f"scan {scan_id!r} is not in the sample sheet")
 
 
-@functools.lru_cache(maxsize=4)
-def _records(path: str, mtime: float) -> dict[str, dict]:
-    return {r["scan_id"]: r for r in _read_sheet(path, mtime)}
-
-
-def sheet_record(path: str | Path, scan_id: str) -> dict:
-    """``scan_record`` from the sample sheet file, indexed once per version of the file.
-
-    Planning thousands of scans asks for a record per job; a scan of the table each
-    time made that quadratic.
-    """
-    path = str(path)
-    records = _records(path, os.path.getmtime(path))
-    if scan_id not in records:
-        raise KeyError(f"scan {scan_id!r} is not in the sample sheet {path}")
-    return dict(records[scan_id])
-
-
 _RECORD_KEYS = ("scan_id", "battery_id", "battery_path", "axis", "height", "width")
 
 
 def scan_records(sheet: list[dict], role: str) -> list[dict]:
     """Ids and original names of one role's scans, for a model's metadata."""
     return [{k: r[k] for k in _RECORD_KEYS} for r in sheet if r["role"] == role]
+
+
+@functools.lru_cache(maxsize=4)
+def _batches(path: str, mtime: float, scans_per_job: int) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    groups = batches.members(list(_read_sheet(path, mtime)), scans_per_job)
+    return groups, {r["scan_id"]: b for b, rows in groups.items() for r in rows}
+
+
+def sheet_batches(path: str | Path, scans_per_job: int) -> dict[str, list[dict]]:
+    """batch id -> its scans' sheet rows (see ``anodect.batches``), once per version of the sheet."""
+    path = str(path)
+    return _batches(path, os.path.getmtime(path), scans_per_job)[0]
+
+
+def batch_of(path: str | Path, scans_per_job: int) -> dict[str, str]:
+    """scan id -> its batch id, once per version of the sample sheet."""
+    path = str(path)
+    return _batches(path, os.path.getmtime(path), scans_per_job)[1]
 
 
 @functools.lru_cache(maxsize=4)
@@ -346,6 +347,7 @@ __all__ = [
     "Source",
     "TOOL",
     "annotation_inputs",
+    "batch_of",
     "decision_params",
     "discover_all",
     "discover_sources",
@@ -367,5 +369,6 @@ __all__ = [
     "scan_record",
     "scan_records",
     "scan_slices",
+    "sheet_batches",
     "sources",
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 # this checkout, the same code the jobs run.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+import anodect.batches as batches
 import anodect.preflight as preflight
 import anodect.workflow as aw
 from anodect.config import ConfigError
@@ -26,9 +27,22 @@ SCAN_ID = r"[a-z0-9_]+-[0-9a-f]{8}"
 
 
 wildcard_constraints:
-    scan=SCAN_ID,
+    batch=f"{SCAN_ID}|{batches.BATCH_PATTERN}",
     model="patchcore|rfdetr",
     tool="patchcore|rf_detr",
+
+
+# Each per-scan stage runs one job per batch of scans (anodect.batches) and writes
+# one file per scan into the batch's folder; the folders are the file targets.
+FOLDERS = {
+    "crops": f"{RESULTS}/crops/{{batch}}",
+    "qc": f"{RESULTS}/qc/{{batch}}",
+    "scores": f"{RESULTS}/patchcore/scores/{{batch}}",
+    "predictions": f"{RESULTS}/rfdetr/predictions/{{batch}}",
+    "decisions": f"{RESULTS}/decisions/{{model}}/{{batch}}",
+}
+SUFFIX = {"crops": ".npz", "qc": ".tsv", "scores": ".npz", "predictions": ".csv"}
+OUTPUT_KIND = {"patchcore": "scores", "rfdetr": "predictions"}
 
 
 def demo_manifest():
@@ -38,26 +52,51 @@ def demo_manifest():
     return []
 
 
+def sheet_path():
+    return checkpoints.discover_scans.get().output.scans
+
+
 def sample_sheet():
-    return aw.read_sheet(checkpoints.discover_scans.get().output.scans)
+    return aw.read_sheet(sheet_path())
 
 
 def scan_ids(role=None):
     return aw.scan_ids(sample_sheet(), role)
 
 
+def batch_ids(role=None):
+    groups = aw.sheet_batches(sheet_path(), config["scans_per_job"])
+    return [b for b, rows in groups.items() if role is None or rows[0]["role"] == role]
+
+
+def batch_rows(batch):
+    return aw.sheet_batches(sheet_path(), config["scans_per_job"])[batch]
+
+
+def folders(kind, role=None, **wildcards):
+    """The batch folders of one kind of output, for one role's scans or all."""
+    return [FOLDERS[kind].format(batch=b, **wildcards) for b in batch_ids(role)]
+
+
+def scan_files(kind, role=None, name=None, **wildcards):
+    """Each scan's file (or, with name, the file of that name in its folder) inside
+    its batch folder, in sample-sheet order."""
+    batch_of = aw.batch_of(sheet_path(), config["scans_per_job"])
+    files = []
+    for s in scan_ids(role):
+        folder = Path(FOLDERS[kind].format(batch=batch_of[s], **wildcards))
+        files.append(str(folder / s / name if name else folder / (s + SUFFIX[kind])))
+    return files
+
+
 def normal_crops(wildcards):
-    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_normal"))
+    return folders("crops", "train_normal")
 
 
 def patchcore_model_files(wildcards):
     if aw.patchcore_model_folder(config) is None:
         return rules.train_patchcore.output
     return aw.patchcore_model_files(config)
-
-
-def rfdetr_annotated_crops(wildcards):
-    return expand(f"{RESULTS}/crops/{{scan}}.npz", scan=scan_ids("train_defect"))
 
 
 def rfdetr_annotation_inputs(wildcards):
@@ -74,16 +113,6 @@ def rfdetr_model_files(wildcards):
     return aw.rfdetr_checkpoint_files(path)
 
 
-def scan_record(scan):
-    return aw.sheet_record(checkpoints.discover_scans.get().output.scans, scan)
-
-
-def model_output(wildcards):
-    if wildcards.model == "patchcore":
-        return f"{RESULTS}/patchcore/scores/{wildcards.scan}.npz"
-    return f"{RESULTS}/rfdetr/predictions/{wildcards.scan}.csv"
-
-
 def patchcore_threshold_meta(wildcards):
     """PatchCore's model.json when its threshold is `auto`: the threshold lives there."""
     if "patchcore" in aw.models(config) and config["patchcore_threshold"] == "auto":
@@ -95,24 +124,17 @@ def decision_model_meta(wildcards):
     return patchcore_threshold_meta(wildcards) if wildcards.model == "patchcore" else []
 
 
-def decision_files(model, name):
-    return expand(
-        f"{RESULTS}/decisions/{model}/{{scan}}/{name}", scan=scan_ids("inspect")
-    )
+def output_folders(wildcards):
+    """The batch folders of the model outputs the comparison reads: every model's."""
+    return {m: folders(OUTPUT_KIND[m], "inspect") for m in aw.models(config)}
 
 
-def all_decision_files(name):
-    return [f for model in aw.models(config) for f in decision_files(model, name)]
-
-
-def inspect_files(pattern):
-    return expand(pattern, scan=scan_ids("inspect"))
-
-
-def rfdetr_prediction_files(wildcards):
-    if aw.rfdetr_enabled(config):
-        return inspect_files(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv")
-    return []
+def comparison_files(wildcards):
+    """Each inspected scan's crops and model outputs, for evaluate and plot_report."""
+    files = {"crops": scan_files("crops", "inspect")}
+    for model in aw.models(config):
+        files[model] = scan_files(OUTPUT_KIND[model], "inspect")
+    return files
 
 
 def truth_files(wildcards):
@@ -141,19 +163,19 @@ def benchmark_files(wildcards):
 
     Paths come from the rules' own benchmark directives, so they are written once.
     """
-    inspect = scan_ids("inspect")
+    inspect = batch_ids("inspect")
     models = aw.models(config)
     files = [rules.generate_demo.benchmark] if demo_manifest() else []
     files += [rules.discover_scans.benchmark, rules.qc_table.benchmark]
-    files += expand(rules.crop_rois.benchmark, scan=scan_ids())
+    files += expand(rules.crop_rois.benchmark, batch=batch_ids())
     if aw.patchcore_model_folder(config) is None:
         files.append(rules.train_patchcore.benchmark)
-    files += expand(rules.score_patchcore.benchmark, scan=inspect)
+    files += expand(rules.score_patchcore.benchmark, batch=inspect)
     if aw.rfdetr_enabled(config):
         if aw.rfdetr_checkpoint(config) is None:
             files += [rules.rfdetr_dataset.benchmark, rules.train_rfdetr.benchmark]
-        files += expand(rules.predict_rfdetr.benchmark, scan=inspect)
-    files += expand(rules.decide.benchmark, model=models, scan=inspect)
+        files += expand(rules.predict_rfdetr.benchmark, batch=inspect)
+    files += expand(rules.decide.benchmark, model=models, batch=inspect)
     files += expand(rules.publish.benchmark, tool=[aw.TOOL[m] for m in models])
     files += [
         rules.summarise.benchmark,
@@ -164,16 +186,9 @@ def benchmark_files(wildcards):
 
 
 def all_targets(wildcards):
-    ids = scan_ids()
-    inspect = scan_ids("inspect")
-    targets = [
-        f"{RESULTS}/scans.tsv",
-        f"{RESULTS}/qc.tsv",
-        *expand(f"{RESULTS}/crops/{{scan}}.npz", scan=ids),
-        *expand(f"{RESULTS}/patchcore/scores/{{scan}}.npz", scan=inspect),
-    ]
-    if aw.rfdetr_enabled(config):
-        targets += expand(f"{RESULTS}/rfdetr/predictions/{{scan}}.csv", scan=inspect)
+    targets = [f"{RESULTS}/scans.tsv", f"{RESULTS}/qc.tsv", *folders("crops")]
+    for model in aw.models(config):
+        targets += folders(OUTPUT_KIND[model], "inspect")
     targets += [f"{RESULTS}/{aw.output_folder(m)}" for m in aw.models(config)]
     targets += [f"{RESULTS}/tables/batteries.csv", f"{RESULTS}/report/comparison.html"]
     return targets

@@ -1,26 +1,27 @@
 rule crop_rois:
     input:
         # ancient: adding a scan rewrites the slice list, which must not rerun
-        # the crops of every other scan. The slice files are not inputs (hundreds
-        # per scan would dominate planning): their fingerprint is a param.
+        # the crops of every other batch. The slice files are not inputs (hundreds
+        # per scan would dominate planning): their fingerprints are in a param.
         slices=ancient(f"{RESULTS}/slices.tsv"),
         scans=ancient(f"{RESULTS}/scans.tsv"),
     output:
-        crops=f"{RESULTS}/crops/{{scan}}.npz",
-        qc=f"{RESULTS}/qc/{{scan}}.tsv",
+        crops=directory(FOLDERS["crops"]),
+        qc=directory(FOLDERS["qc"]),
     log:
-        f"{RESULTS}/logs/crop_rois/{{scan}}.log",
+        f"{RESULTS}/logs/crop_rois/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/crop_rois/{{scan}}.tsv"
+        f"{RESULTS}/benchmarks/crop_rois/{{batch}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1
     resources:
         mem_mb=500,
-        runtime=10,
+        runtime=lambda wildcards: 5 + 2 * len(batch_rows(wildcards.batch)),
     params:
-        # Paths, sizes and times of the scan's slice files: a rewritten slice reruns this scan.
-        files=lambda wildcards: scan_record(wildcards.scan)["fingerprint"],
+        # The batch's scans with the fingerprints of their slice files (paths, sizes,
+        # times): a rewritten slice or a scan joining or leaving reruns this batch.
+        scans=lambda wildcards: batch_rows(wildcards.batch),
         rois=config["roi_config"],
         window=config["window"],
         context=config["crop_context"],
@@ -30,7 +31,7 @@ rule crop_rois:
 
 rule qc_table:
     input:
-        lambda wildcards: expand(f"{RESULTS}/qc/{{scan}}.tsv", scan=scan_ids()),
+        lambda wildcards: folders("qc"),
     output:
         f"{RESULTS}/qc.tsv",
     log:
@@ -43,5 +44,7 @@ rule qc_table:
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        files=lambda wildcards: scan_files("qc"),
     script:
         "../scripts/qc_table.py"

@@ -1,34 +1,33 @@
 rule decide:
     # Decisions and the drawings of them in one job: a threshold change reruns both
-    # anyway, and one job per scan and model instead of two halves what Snakemake
-    # plans and what the cluster starts.
+    # anyway, and one job instead of two halves what Snakemake plans and starts.
     input:
-        model_output=model_output,
+        model_output=lambda wildcards: FOLDERS[OUTPUT_KIND[wildcards.model]].format(
+            batch=wildcards.batch
+        ),
         # PatchCore's model.json when its threshold is `auto`: the threshold lives there.
         model_meta=decision_model_meta,
-        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        crops=FOLDERS["crops"],
         slices=ancient(f"{RESULTS}/slices.tsv"),
-        # The scan's record (a param) comes from the sample sheet: declared, so a
+        # The batch's records (a param) come from the sample sheet: declared, so a
         # cluster job of this rule knows it depends on the discovery checkpoint.
         sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
-        detections=f"{RESULTS}/decisions/{{model}}/{{scan}}/detections.csv",
-        cracks=f"{RESULTS}/decisions/{{model}}/{{scan}}/cracks.csv",
-        slices=f"{RESULTS}/decisions/{{model}}/{{scan}}/slices.csv",
-        images=directory(f"{RESULTS}/decisions/{{model}}/{{scan}}/images"),
+        # One folder per scan inside: detections.csv, cracks.csv, slices.csv, images/.
+        directory(FOLDERS["decisions"]),
     log:
-        f"{RESULTS}/logs/decide/{{model}}/{{scan}}.log",
+        f"{RESULTS}/logs/decide/{{model}}/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/decide/{{model}}/{{scan}}.tsv"
+        f"{RESULTS}/benchmarks/decide/{{model}}/{{batch}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=20,
+        runtime=lambda wildcards: 10 + 5 * len(batch_rows(wildcards.batch)),
     params:
         settings=lambda wildcards: aw.decision_params(config, wildcards.model),
-        scan=lambda wildcards: scan_record(wildcards.scan),
+        scans=lambda wildcards: batch_rows(wildcards.batch),
         class_label=config["class_label"],
         thickness=config["decisions"]["box_thickness"],
     script:
@@ -37,14 +36,8 @@ rule decide:
 
 rule publish:
     input:
-        images=lambda wildcards: decision_files(
-            aw.model_of_tool(wildcards.tool), "images"
-        ),
-        slices=lambda wildcards: decision_files(
-            aw.model_of_tool(wildcards.tool), "slices.csv"
-        ),
-        detections=lambda wildcards: decision_files(
-            aw.model_of_tool(wildcards.tool), "detections.csv"
+        lambda wildcards: folders(
+            "decisions", "inspect", model=aw.model_of_tool(wildcards.tool)
         ),
     output:
         directory(f"{RESULTS}/inference_{{tool}}"),
@@ -60,6 +53,12 @@ rule publish:
         runtime=30,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        files=lambda wildcards: {
+            name: scan_files(
+                "decisions", "inspect", name, model=aw.model_of_tool(wildcards.tool)
+            )
+            for name in ("images", "slices.csv", "detections.csv")
+        },
         export_csv=config["export_ai_csv_files"],
     script:
         "../scripts/publish.py"
@@ -67,9 +66,11 @@ rule publish:
 
 rule summarise:
     input:
-        detections=lambda wildcards: all_decision_files("detections.csv"),
-        cracks=lambda wildcards: all_decision_files("cracks.csv"),
-        slices=lambda wildcards: all_decision_files("slices.csv"),
+        lambda wildcards: [
+            f
+            for m in aw.models(config)
+            for f in folders("decisions", "inspect", model=m)
+        ],
     output:
         detections=f"{RESULTS}/tables/detections.csv",
         cracks=f"{RESULTS}/tables/cracks.csv",
@@ -87,6 +88,14 @@ rule summarise:
         runtime=10,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        files=lambda wildcards: {
+            name: [
+                f
+                for m in aw.models(config)
+                for f in scan_files("decisions", "inspect", f"{name}.csv", model=m)
+            ]
+            for name in ("detections", "cracks", "slices")
+        },
         models=aw.models(config),
         min_slices=config["decisions"]["min_consecutive_slices"],
     script:

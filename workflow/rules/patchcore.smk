@@ -18,28 +18,30 @@ rule train_patchcore:
     params:
         settings=aw.patchcore_params(config, "train"),
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_normal"),
+        crops=lambda wildcards: scan_files("crops", "train_normal"),
     script:
         "../scripts/train_patchcore.py"
 
 
 rule score_patchcore:
     input:
-        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        crops=FOLDERS["crops"],
         model=patchcore_model_files,
     output:
-        f"{RESULTS}/patchcore/scores/{{scan}}.npz",
+        directory(FOLDERS["scores"]),
     log:
-        f"{RESULTS}/logs/score_patchcore/{{scan}}.log",
+        f"{RESULTS}/logs/score_patchcore/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/score_patchcore/{{scan}}.tsv"
+        f"{RESULTS}/benchmarks/score_patchcore/{{batch}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: config["patchcore"]["threads"]
     resources:
         **aw.gpu_resources(config, "patchcore"),
         mem_mb=2000,
-        runtime=20,
+        runtime=lambda wildcards: 10 + 10 * len(batch_rows(wildcards.batch)),
     params:
+        scans=lambda wildcards: [r["scan_id"] for r in batch_rows(wildcards.batch)],
         settings=aw.patchcore_params(config, "score"),
         folder=aw.patchcore_model_folder(config) or f"{RESULTS}/patchcore/model",
         resize_size=config["resize_size"],

@@ -1,13 +1,10 @@
 rule evaluate:
     input:
+        unpack(output_folders),
         slices=f"{RESULTS}/tables/slices.csv",
         cracks=f"{RESULTS}/tables/cracks.csv",
         batteries=f"{RESULTS}/tables/batteries.csv",
-        crops=lambda wildcards: inspect_files(f"{RESULTS}/crops/{{scan}}.npz"),
-        patchcore=lambda wildcards: inspect_files(
-            f"{RESULTS}/patchcore/scores/{{scan}}.npz"
-        ),
-        rfdetr=rfdetr_prediction_files,
+        crops=lambda wildcards: folders("crops", "inspect"),
         truth=truth_files,
         patchcore_meta=patchcore_threshold_meta,
     output:
@@ -30,6 +27,7 @@ rule evaluate:
         runtime=20,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        files=comparison_files,
         settings={
             model: aw.decision_params(config, model) for model in aw.models(config)
         },
@@ -41,13 +39,10 @@ rule evaluate:
 
 rule plot_report:
     input:
+        unpack(output_folders),
         **rules.evaluate.output,
         cracks_table=f"{RESULTS}/tables/cracks.csv",
-        crops=lambda wildcards: inspect_files(f"{RESULTS}/crops/{{scan}}.npz"),
-        patchcore=lambda wildcards: inspect_files(
-            f"{RESULTS}/patchcore/scores/{{scan}}.npz"
-        ),
-        rfdetr=rfdetr_prediction_files,
+        crops=lambda wildcards: folders("crops", "inspect"),
     output:
         figures=report(
             directory(f"{RESULTS}/report/figures"),
@@ -84,6 +79,7 @@ rule plot_report:
         runtime=20,
     params:
         scans=lambda wildcards: aw.scan_ids(sample_sheet(), "inspect"),
+        files=comparison_files,
         models=aw.models(config),
         max_profiles=config["evaluation"]["max_profiles"],
     script:

@@ -1,6 +1,6 @@
 rule rfdetr_dataset:
     input:
-        annotated=rfdetr_annotated_crops,
+        annotated=lambda wildcards: folders("crops", "train_defect"),
         normal=normal_crops,
         annotations=rfdetr_annotation_inputs,
     output:
@@ -20,6 +20,8 @@ rule rfdetr_dataset:
         annotations_dir=config["training"]["annotations_dir"],
         class_label=config["class_label"],
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_defect"),
+        annotated=lambda wildcards: scan_files("crops", "train_defect"),
+        normal=lambda wildcards: scan_files("crops", "train_normal"),
     script:
         "../scripts/rfdetr_dataset.py"
 
@@ -50,22 +52,23 @@ rule train_rfdetr:
 
 rule predict_rfdetr:
     input:
-        crops=f"{RESULTS}/crops/{{scan}}.npz",
+        crops=FOLDERS["crops"],
         model=rfdetr_model_files,
     output:
-        f"{RESULTS}/rfdetr/predictions/{{scan}}.csv",
+        directory(FOLDERS["predictions"]),
     log:
-        f"{RESULTS}/logs/predict_rfdetr/{{scan}}.log",
+        f"{RESULTS}/logs/predict_rfdetr/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict_rfdetr/{{scan}}.tsv"
+        f"{RESULTS}/benchmarks/predict_rfdetr/{{batch}}.tsv"
     conda:
         "../../envs/anodect.yaml"
     threads: config["rfdetr"]["threads"]
     resources:
         **aw.gpu_resources(config, "rfdetr"),
         mem_mb=3000,
-        runtime=30,
+        runtime=lambda wildcards: 10 + 10 * len(batch_rows(wildcards.batch)),
     params:
+        scans=lambda wildcards: [r["scan_id"] for r in batch_rows(wildcards.batch)],
         settings=aw.rfdetr_params(config, "predict"),
         checkpoint=aw.rfdetr_checkpoint(config)
         or f"{RESULTS}/rfdetr/model/checkpoint.pth",

@@ -7,7 +7,8 @@ logs.to_file(snakemake.log[0])
 run_comparison(
     snakemake.params.scans,
     snakemake.params.settings,
-    dict(snakemake.input.items()),
+    # Per-scan files inside the batch folders the rule takes as inputs.
+    {**dict(snakemake.input.items()), **snakemake.params.files},
     snakemake.params.truth,
     snakemake.params.gallery_max,
     dict(snakemake.output.items()),

@@ -7,14 +7,15 @@ from anodect.io import read_table
 
 logs.to_file(snakemake.log[0])
 scans = snakemake.params.scans
+files = snakemake.params.files  # per-scan files inside the batch folders the rule takes
 models = snakemake.params.models
 write_figures(
     read_outputs(dict(snakemake.input.items())),
     models,
     read_table(snakemake.input.cracks_table),
-    files_by_scan(snakemake.input.crops, scans),
+    files_by_scan(files["crops"], scans),
     dict(snakemake.output.items()),
-    files_by_scan(snakemake.input.patchcore, scans) if "patchcore" in models else None,
-    files_by_scan(snakemake.input.rfdetr, scans) if "rfdetr" in models else None,
+    files_by_scan(files["patchcore"], scans) if "patchcore" in models else None,
+    files_by_scan(files["rfdetr"], scans) if "rfdetr" in models else None,
     snakemake.params.max_profiles,
 )

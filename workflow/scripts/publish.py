@@ -6,9 +6,9 @@ from anodect.render import publish_scans
 logs.to_file(snakemake.log[0])
 publish_scans(
     snakemake.params.scans,
-    list(snakemake.input.images),
-    list(snakemake.input.slices),
-    list(snakemake.input.detections),
+    snakemake.params.files["images"],
+    snakemake.params.files["slices.csv"],
+    snakemake.params.files["detections.csv"],
     snakemake.output[0],
     snakemake.params.export_csv,
 )

@@ -6,5 +6,5 @@ from anodect import logs
 from anodect.io import read_table, write_table
 
 logs.to_file(snakemake.log[0])
-tables = [read_table(path) for path in snakemake.input]
+tables = [read_table(path) for path in snakemake.params.files]
 write_table(snakemake.output[0], pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())

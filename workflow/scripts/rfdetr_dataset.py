@@ -7,8 +7,8 @@ from anodect.rfdetr.stage import make_dataset
 logs.to_file(snakemake.log[0])
 # Crops and records both follow the sample sheet's order (checked inside).
 make_dataset(
-    list(zip(snakemake.params.scans, snakemake.input.annotated, strict=True)),
-    list(snakemake.input.normal),
+    list(zip(snakemake.params.scans, snakemake.params.annotated, strict=True)),
+    list(snakemake.params.normal),
     snakemake.params.annotations_dir,
     DatasetSettings.from_config(snakemake.params.settings),
     snakemake.params.class_label,

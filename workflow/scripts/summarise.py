@@ -6,7 +6,7 @@ from anodect.decisions import summarise
 logs.to_file(snakemake.log[0])
 names = ("detections", "cracks", "slices")
 summarise(
-    {name: list(getattr(snakemake.input, name)) for name in names},
+    snakemake.params.files,
     snakemake.params.scans,
     snakemake.params.models,
     {name: getattr(snakemake.output, name) for name in (*names, "batteries")},

@@ -8,7 +8,7 @@ from anodect.patchcore.stage import train
 
 logs.to_file(snakemake.log[0])
 train(
-    list(snakemake.input.crops),
+    list(snakemake.params.crops),
     snakemake.params.scans,
     PatchCoreSettings.from_config(snakemake.params.settings),
     Path(snakemake.output.meta).parent,
