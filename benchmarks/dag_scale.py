@@ -14,6 +14,8 @@ Timed separately, each ``--repeats`` times (median and range), with the load ave
    before planning (config check, the discovery job's rerun check over the folders).
 2. ``job parse``: the command a cluster node runs for one crop job (``--mode remote
    --target-jobs crop_rois:batch=... --allowed-rules crop_rois``), as a dry run.
+   Beside it, Snakemake's own floor for that command: the same remote-mode dry run of a
+   workflow of one trivial rule (``job parse floor``), timed in the same repeats.
 3. ``plan``: ``snakemake -n`` of the whole run after discovery.
 4. ``discovery``: the discovery job itself (``--forcerun discover_scans``).
 
@@ -144,11 +146,25 @@ def measure_once(root: Path, repo: Path, scans_per_job: int | None, times: dict[
     return planned_jobs(out)
 
 
+def parse_floor(root: Path) -> float:
+    """Seconds of a remote-mode dry run of a one-rule workflow: Snakemake's start-up, nothing of ours."""
+    floor = root / "floor"
+    floor.mkdir(exist_ok=True)
+    (floor / "Snakefile").write_text('rule a:\n    output:\n        "a.txt"\n    shell:\n        "touch {output}"\n')
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(floor / "Snakefile"), "-d", str(floor), "-n", "--mode",
+           "remote", "--cores", "1", "--target-jobs", "a:", "--allowed-rules", "a"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
 def measure(root: Path, repeats: int, sides: dict[str, tuple[Path, int | None]]) -> dict:
     """Each side's timings, the sides alternating within every repeat."""
     times = {side: {"discovery": [], "main parse": [], "job parse": [], "plan": []} for side in sides}
+    times["Snakemake alone"] = {"job parse floor": []}
     loads, jobs = [], {}
     for _ in range(repeats):
+        times["Snakemake alone"]["job parse floor"].append(parse_floor(root))
         for side, (repo, scans_per_job) in sides.items():
             loads.append(os.getloadavg()[0])
             jobs[side] = measure_once(root, repo, scans_per_job, times[side])
@@ -182,7 +198,7 @@ def main() -> None:
                   f"{args.repeats} repeats, load {statistics.median(m['load']):.2f} "
                   f"({min(m['load']):.2f}-{max(m['load']):.2f}):", flush=True)
             for side, times in m["times"].items():
-                print(f"  {side}: {m['jobs'][side]} jobs planned", flush=True)
+                print(f"  {side}: {m['jobs'][side]} jobs planned" if side in m["jobs"] else f"  {side}:", flush=True)
                 for name, values in times.items():
                     print(f"    {name:>10}: {summary(values)}", flush=True)
         finally:

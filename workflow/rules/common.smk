@@ -73,6 +73,20 @@ def batch_rows(batch):
     return aw.sheet_batches(sheet_path(), config["scans_per_job"])[batch]
 
 
+def batch_records(wildcards):
+    """The sample-sheet rows of a batch job's scans."""
+    return batch_rows(wildcards.batch)
+
+
+def batch_scan_ids(wildcards):
+    return [r["scan_id"] for r in batch_rows(wildcards.batch)]
+
+
+def batch_minutes(base, per_scan):
+    """A batch job's runtime in minutes, growing with its scans."""
+    return lambda wildcards: base + per_scan * len(batch_rows(wildcards.batch))
+
+
 def folders(kind, role=None, **wildcards):
     """The batch folders of one kind of output, for one role's scans or all."""
     return [FOLDERS[kind].format(batch=b, **wildcards) for b in batch_ids(role)]
@@ -122,6 +136,34 @@ def patchcore_threshold_meta(wildcards):
 
 def decision_model_meta(wildcards):
     return patchcore_threshold_meta(wildcards) if wildcards.model == "patchcore" else []
+
+
+def model_output_folder(wildcards):
+    """The batch folder of one model's outputs: PatchCore's scores or RF-DETR's predictions."""
+    return FOLDERS[OUTPUT_KIND[wildcards.model]].format(batch=wildcards.batch)
+
+
+def decision_folders(models):
+    return [f for m in models for f in folders("decisions", "inspect", model=m)]
+
+
+def decision_files(models, name):
+    """Each inspected scan's decision file `name`, model after model."""
+    return [f for m in models for f in scan_files("decisions", "inspect", name, model=m)]
+
+
+def publish_folders(wildcards):
+    return decision_folders([aw.model_of_tool(wildcards.tool)])
+
+
+def publish_files(wildcards):
+    models = [aw.model_of_tool(wildcards.tool)]
+    return {n: decision_files(models, n) for n in ("images", "slices.csv", "detections.csv")}
+
+
+def summary_files(wildcards):
+    models = aw.models(config)
+    return {n: decision_files(models, f"{n}.csv") for n in ("detections", "cracks", "slices")}
 
 
 def output_folders(wildcards):

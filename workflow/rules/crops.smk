@@ -17,11 +17,11 @@ rule crop_rois:
     threads: 1
     resources:
         mem_mb=500,
-        runtime=lambda wildcards: 5 + 2 * len(batch_rows(wildcards.batch)),
+        runtime=batch_minutes(5, 2),
     params:
         # The batch's scans with the fingerprints of their slice files (paths, sizes,
         # times): a rewritten slice or a scan joining or leaving reruns this batch.
-        scans=lambda wildcards: batch_rows(wildcards.batch),
+        scans=batch_records,
         rois=config["roi_config"],
         window=config["window"],
         context=config["crop_context"],

@@ -2,9 +2,7 @@ rule decide:
     # Decisions and the drawings of them in one job: a threshold change reruns both
     # anyway, and one job instead of two halves what Snakemake plans and starts.
     input:
-        model_output=lambda wildcards: FOLDERS[OUTPUT_KIND[wildcards.model]].format(
-            batch=wildcards.batch
-        ),
+        model_output=model_output_folder,
         # PatchCore's model.json when its threshold is `auto`: the threshold lives there.
         model_meta=decision_model_meta,
         crops=FOLDERS["crops"],
@@ -24,10 +22,10 @@ rule decide:
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=lambda wildcards: 10 + 5 * len(batch_rows(wildcards.batch)),
+        runtime=batch_minutes(10, 5),
     params:
         settings=lambda wildcards: aw.decision_params(config, wildcards.model),
-        scans=lambda wildcards: batch_rows(wildcards.batch),
+        scans=batch_records,
         class_label=config["class_label"],
         thickness=config["decisions"]["box_thickness"],
     script:
@@ -36,9 +34,7 @@ rule decide:
 
 rule publish:
     input:
-        lambda wildcards: folders(
-            "decisions", "inspect", model=aw.model_of_tool(wildcards.tool)
-        ),
+        publish_folders,
     output:
         directory(f"{RESULTS}/inference_{{tool}}"),
     log:
@@ -53,12 +49,7 @@ rule publish:
         runtime=30,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
-        files=lambda wildcards: {
-            name: scan_files(
-                "decisions", "inspect", name, model=aw.model_of_tool(wildcards.tool)
-            )
-            for name in ("images", "slices.csv", "detections.csv")
-        },
+        files=publish_files,
         export_csv=config["export_ai_csv_files"],
     script:
         "../scripts/publish.py"
@@ -66,11 +57,7 @@ rule publish:
 
 rule summarise:
     input:
-        lambda wildcards: [
-            f
-            for m in aw.models(config)
-            for f in folders("decisions", "inspect", model=m)
-        ],
+        lambda wildcards: decision_folders(aw.models(config)),
     output:
         detections=f"{RESULTS}/tables/detections.csv",
         cracks=f"{RESULTS}/tables/cracks.csv",
@@ -88,14 +75,7 @@ rule summarise:
         runtime=10,
     params:
         scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
-        files=lambda wildcards: {
-            name: [
-                f
-                for m in aw.models(config)
-                for f in scan_files("decisions", "inspect", f"{name}.csv", model=m)
-            ]
-            for name in ("detections", "cracks", "slices")
-        },
+        files=summary_files,
         models=aw.models(config),
         min_slices=config["decisions"]["min_consecutive_slices"],
     script:

@@ -39,9 +39,9 @@ rule score_patchcore:
     resources:
         **aw.gpu_resources(config, "patchcore"),
         mem_mb=2000,
-        runtime=lambda wildcards: 10 + 10 * len(batch_rows(wildcards.batch)),
+        runtime=batch_minutes(10, 10),
     params:
-        scans=lambda wildcards: [r["scan_id"] for r in batch_rows(wildcards.batch)],
+        scans=batch_scan_ids,
         settings=aw.patchcore_params(config, "score"),
         folder=aw.patchcore_model_folder(config) or f"{RESULTS}/patchcore/model",
         resize_size=config["resize_size"],

@@ -66,9 +66,9 @@ rule predict_rfdetr:
     resources:
         **aw.gpu_resources(config, "rfdetr"),
         mem_mb=3000,
-        runtime=lambda wildcards: 10 + 10 * len(batch_rows(wildcards.batch)),
+        runtime=batch_minutes(10, 10),
     params:
-        scans=lambda wildcards: [r["scan_id"] for r in batch_rows(wildcards.batch)],
+        scans=batch_scan_ids,
         settings=aw.rfdetr_params(config, "predict"),
         checkpoint=aw.rfdetr_checkpoint(config)
         or f"{RESULTS}/rfdetr/model/checkpoint.pth",
