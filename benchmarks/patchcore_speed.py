@@ -39,10 +39,19 @@ from anodect.patchcore.search import NearestNeighbourIndex
 from anodect.patchcore.stage import score_scan
 
 
+def crop_file(results: Path, scan_id: str) -> Path:
+    """A scan's crops in a finished run, in whichever batch folder its run put them (the newest,
+    should an older ``scans_per_job`` have left a folder behind)."""
+    found = list((results / "crops").glob(f"*/{scan_id}.npz"))
+    if not found:
+        raise SystemExit(f"no crops of {scan_id} under {results / 'crops'}: run the pipeline first")
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
 def load_sets(results: Path, role: str) -> list[tuple[str, CropSet]]:
     sheet = pd.read_csv(results / "scans.tsv", sep="\t")
     rows = sheet[sheet["role"] == role]
-    return [(r.battery_id, CropSet.load(results / "crops" / f"{r.scan_id}.npz")) for r in rows.itertuples()]
+    return [(r.battery_id, CropSet.load(crop_file(results, r.scan_id))) for r in rows.itertuples()]
 
 
 def demo_parser(description: str) -> argparse.ArgumentParser:
@@ -210,7 +219,7 @@ def pipeline_vs_compute(args: argparse.Namespace, original: bool = False) -> Non
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             for i, (_, crop_set) in enumerate(test):
-                score_scan(model, results / "crops" / f"{crop_set.scan_id}.npz", Path(tmp) / f"scores_{i}.npz")
+                score_scan(model, crop_file(results, crop_set.scan_id), Path(tmp) / f"scores_{i}.npz")
             a_runs.append(n / (time.perf_counter() - t0))
             if original:
                 b_runs.append(len(sub) / original_style(baseline, sub, context))

@@ -149,7 +149,9 @@ def decision_folders(models):
 
 def decision_files(models, name):
     """Each inspected scan's decision file `name`, model after model."""
-    return [f for m in models for f in scan_files("decisions", "inspect", name, model=m)]
+    return [
+        f for m in models for f in scan_files("decisions", "inspect", name, model=m)
+    ]
 
 
 def publish_folders(wildcards):
@@ -158,12 +160,17 @@ def publish_folders(wildcards):
 
 def publish_files(wildcards):
     models = [aw.model_of_tool(wildcards.tool)]
-    return {n: decision_files(models, n) for n in ("images", "slices.csv", "detections.csv")}
+    return {
+        n: decision_files(models, n) for n in ("images", "slices.csv", "detections.csv")
+    }
 
 
 def summary_files(wildcards):
     models = aw.models(config)
-    return {n: decision_files(models, f"{n}.csv") for n in ("detections", "cracks", "slices")}
+    return {
+        n: decision_files(models, f"{n}.csv")
+        for n in ("detections", "cracks", "slices")
+    }
 
 
 def output_folders(wildcards):
