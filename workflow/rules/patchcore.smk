@@ -27,6 +27,9 @@ rule score_patchcore:
     input:
         crops=FOLDERS["crops"],
         model=patchcore_model_files,
+        # The batch's scans (a param) come from the sample sheet: declared, so a
+        # cluster job of this rule knows it depends on the discovery checkpoint.
+        sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
         directory(FOLDERS["scores"]),
     log:

@@ -54,6 +54,9 @@ rule predict_rfdetr:
     input:
         crops=FOLDERS["crops"],
         model=rfdetr_model_files,
+        # The batch's scans (a param) come from the sample sheet: declared, so a
+        # cluster job of this rule knows it depends on the discovery checkpoint.
+        sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
         directory(FOLDERS["predictions"]),
     log:
