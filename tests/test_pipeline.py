@@ -227,9 +227,13 @@ def test_a_cluster_jobs_parse_never_lists_or_opens_the_input_folders(tmp_path, t
 
     # The main process checks the folders and what the discovery job hangs on: the hook sees it...
     assert any(event == "os.scandir" for event, _ in touched(str(results / "scans.tsv")))
-    # ...a cluster job's parse (the command Snakemake's executors run on a node) lists and opens nothing there.
-    assert touched("--mode", "remote", "--target-jobs", f"crop_rois:batch={batch}", "--allowed-rules",
-                   "crop_rois") == []
+    # ...a cluster job's parse (the command Snakemake's executors run on a node) lists and opens nothing
+    # there, for each per-batch rule. (Such a parse also fails when a job's params read the sample sheet
+    # that its inputs do not declare.)
+    for job in (f"crop_rois:batch={batch}", f"score_patchcore:batch={batch}",
+                f"decide:model=patchcore,batch={batch}"):
+        rule = job.split(":")[0]
+        assert touched("--mode", "remote", "--target-jobs", job, "--allowed-rules", rule) == [], job
 
 
 def _plain_snakemake(root: Path) -> Path:
