@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from anodect.batches import BATCH_PATTERN, assign, bucket, members, n_batches
+from anodect.batches import BATCH_PATTERN, assign, bucket, members, n_batches, scan_context
 
 
 def sheet(n, role="inspect", start=0):
@@ -78,3 +78,13 @@ def test_bucket_is_within_range_and_deterministic():
 def test_scans_per_job_below_one_is_refused():
     with pytest.raises(ValueError, match="scans_per_job"):
         assign(sheet(3), 0)
+
+
+def test_an_error_inside_a_batch_job_names_its_scan_and_keeps_its_type():
+    import traceback
+
+    with pytest.raises(OSError) as info:
+        with scan_context("t01_z-3fd149d7"):
+            raise OSError("cannot read slice_0204.tif: truncated file")
+    text = "".join(traceback.format_exception(info.value))
+    assert "truncated file" in text and "while processing scan t01_z-3fd149d7" in text
