@@ -269,3 +269,15 @@ def test_job_params_are_the_keys_the_schema_marks_for_the_job():
     assert set(rfdetr_params(config, "train")) == {f.name for f in fields(TrainSettings)} - folded
     assert set(rfdetr_params(config, "predict")) == {"score_floor", "predict_batch_size", "trust_checkpoint",
                                                       "device"}
+
+
+def test_the_schema_reads_the_same_with_libyaml_and_pure_python():
+    import yaml
+
+    from anodect.config import SCHEMA_PATH, load_schema
+
+    text = Path(SCHEMA_PATH).read_text(encoding="utf-8")
+    assert load_schema() == yaml.load(text, Loader=yaml.SafeLoader)
+    schema = load_schema()
+    schema["properties"].clear()  # a caller's change stays its own
+    assert load_schema()["properties"]
