@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .batches import scan_context, scan_file
 from .config import Roi
 from .imaging import SliceReadError, Window, choose_window, read_slice
-from .io import load_arrays, save_arrays
+from .io import atomic_dir, load_arrays, save_arrays, write_table
 
 log = logging.getLogger(__name__)
 
@@ -327,3 +328,26 @@ def crop_scan(scan_id: str, slices: pd.DataFrame, rois: list[Roi], window_settin
 
 __all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "SkippedSlices", "Window", "crop_scan", "empty_crop_set",
            "extract_crops"]
+
+
+def crop_batch(records: list[dict], slices_of, rois: list[Roi], window_settings: dict, context: int,
+               strict: bool, crops_dir: str | Path, qc_dir: str | Path) -> None:
+    """Crop each scan of a batch (``anodect.batches``): ``{scan}.npz`` in ``crops_dir``, its QC
+    table ``{scan}.tsv`` in ``qc_dir``; both folders appear whole or not at all.
+
+    Args:
+        records: the batch's sample-sheet rows (``scan_id``, ``height``, ``width``).
+        slices_of: scan id -> that scan's slice rows (``workflow.scan_slices``).
+    """
+    with atomic_dir(crops_dir) as crops_out, atomic_dir(qc_dir) as qc_out:
+        for record in records:
+            scan_id = record["scan_id"]
+            shape = (record["height"], record["width"])
+            with scan_context(scan_id):
+                crop_set, qc = crop_scan(scan_id, slices_of(scan_id), rois, window_settings,
+                                         expected_shape=shape if min(shape) > 0 else None, context=context,
+                                         strict=strict)
+                write_table(scan_file(qc_out, scan_id, ".tsv"), qc)
+                crop_set.save(scan_file(crops_out, scan_id, ".npz"))
+            log.info("%s: %d slices kept, %d skipped, window %.1f..%.1f", scan_id, crop_set.n_slices,
+                     int((qc["status"] != "ok").sum()), *crop_set.window)

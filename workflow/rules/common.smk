@@ -98,8 +98,9 @@ def scan_files(kind, role=None, name=None, **wildcards):
     batch_of = aw.batch_of(sheet_path(), config["scans_per_job"])
     files = []
     for s in scan_ids(role):
-        folder = Path(FOLDERS[kind].format(batch=batch_of[s], **wildcards))
-        files.append(str(folder / s / name if name else folder / (s + SUFFIX[kind])))
+        folder = FOLDERS[kind].format(batch=batch_of[s], **wildcards)
+        path = Path(folder, s, name) if name else batches.scan_file(folder, s, SUFFIX[kind])
+        files.append(str(path))
     return files
 
 

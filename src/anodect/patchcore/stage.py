@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..batches import scan_context, scan_file
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
+from ..io import atomic_dir
 from .legacy import OriginalPatchCore, is_original_model
 from .model import PatchCore, PatchCoreSettings, ScanScores, save_scores
 from .volume import VolumeSettings, volume_maps, volume_scores
@@ -90,3 +92,15 @@ def _volume(model) -> VolumeSettings:
     if isinstance(model, PatchCore):
         return VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1}))
     return VolumeSettings(slab=1)
+
+
+def score_batch(model, crops_dir: str | Path, scan_ids: list[str], out_dir: str | Path) -> None:
+    """Score each scan of a batch (``anodect.batches``) into ``out_dir``, one file per scan.
+
+    The model is loaded once by the caller for the whole batch; the folder appears whole
+    or not at all, so a killed job leaves no half batch.
+    """
+    with atomic_dir(out_dir) as out:
+        for scan_id in scan_ids:
+            with scan_context(scan_id):
+                score_scan(model, scan_file(crops_dir, scan_id, ".npz"), scan_file(out, scan_id, ".npz"))

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..batches import scan_context, scan_file
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
-from ..io import write_table
+from ..io import atomic_dir, write_table
 from .annotations import AnnotatedScan, annotation_files, place_annotations
 from .dataset import DatasetSettings, build_dataset, write_dataset
 from .model import Detection, Detector
@@ -123,3 +124,17 @@ def predict_scan(detector: Detector, crops_path: str | Path, out_path: str | Pat
              elapsed, len(crops) / max(elapsed, 1e-9), len(table), floor,
              float(table["confidence"].max()) if len(table) else 0.0)
     return table
+
+
+def predict_batch(detector: Detector, crops_dir: str | Path, scan_ids: list[str], out_dir: str | Path,
+                  floor: float, threads: int) -> None:
+    """Predict each scan of a batch (``anodect.batches``) into ``out_dir``, one table per scan.
+
+    The detector is loaded once by the caller for the whole batch; the folder appears
+    whole or not at all, so a killed job leaves no half batch.
+    """
+    with atomic_dir(out_dir) as out:
+        for scan_id in scan_ids:
+            with scan_context(scan_id):
+                predict_scan(detector, scan_file(crops_dir, scan_id, ".npz"), scan_file(out, scan_id, ".csv"), floor,
+                             threads)
