@@ -99,7 +99,11 @@ def scan_files(kind, role=None, name=None, **wildcards):
     files = []
     for s in scan_ids(role):
         folder = FOLDERS[kind].format(batch=batch_of[s], **wildcards)
-        path = Path(folder, s, name) if name else batches.scan_file(folder, s, SUFFIX[kind])
+        path = (
+            Path(folder, s, name)
+            if name
+            else batches.scan_file(folder, s, SUFFIX[kind])
+        )
         files.append(str(path))
     return files
 
