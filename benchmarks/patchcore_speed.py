@@ -29,6 +29,7 @@ import pandas as pd
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from anodect.batches import scan_file
 from anodect.config import load_config
 from anodect.crops import CropSet
 from anodect.devices import set_threads
@@ -42,7 +43,7 @@ from anodect.patchcore.stage import score_scan
 def crop_file(results: Path, scan_id: str) -> Path:
     """A scan's crops in a finished run, in whichever batch folder its run put them (the newest,
     should an older ``scans_per_job`` have left a folder behind)."""
-    found = list((results / "crops").glob(f"*/{scan_id}.npz"))
+    found = list((results / "crops").glob(scan_file("*", scan_id, "crops").as_posix()))
     if not found:
         raise SystemExit(f"no crops of {scan_id} under {results / 'crops'}: run the pipeline first")
     return max(found, key=lambda p: p.stat().st_mtime_ns)

@@ -72,7 +72,10 @@ def test_batch_sizes_stay_near_scans_per_job():
 def test_bucket_is_within_range_and_deterministic():
     for n in (1, 2, 3, 7, 64, 65, 100):
         assert all(0 <= bucket(f"s{i}", n) < n for i in range(200))
-    assert bucket("cell-0000abcd", 37) == bucket("cell-0000abcd", 37)
+    # Pinned: the batch of a scan must not change between processes, machines or Python versions
+    # (Python's own hash() is salted per process), or every rerun would redo every batch.
+    assert bucket("cell-0000abcd", 37) == 13
+    assert [bucket(f"cell_{i:05d}-{i:08x}", 10) for i in range(8)] == [3, 2, 9, 9, 4, 1, 6, 4]
 
 
 def test_scans_per_job_below_one_is_refused():

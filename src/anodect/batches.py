@@ -76,9 +76,15 @@ def members(sheet: list[dict], scans_per_job: int) -> dict[str, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-def scan_file(folder: str | Path, scan_id: str, suffix: str) -> Path:
-    """A scan's file in its batch folder (the writers make the folder)."""
-    return Path(folder) / f"{scan_id}{suffix}"
+# The per-scan file of each kind of batch folder, and the kind of each model's output:
+# the one path rule the workflow's planner and the jobs that write the files share.
+SUFFIX = {"crops": ".npz", "qc": ".tsv", "scores": ".npz", "predictions": ".csv"}
+OUTPUT_KIND = {"patchcore": "scores", "rfdetr": "predictions"}
+
+
+def scan_file(folder: str | Path, scan_id: str, kind: str) -> Path:
+    """A scan's file of one kind (a key of ``SUFFIX``) in its batch folder."""
+    return Path(folder) / f"{scan_id}{SUFFIX[kind]}"
 
 
 @contextlib.contextmanager

@@ -326,10 +326,6 @@ def crop_scan(scan_id: str, slices: pd.DataFrame, rois: list[Roi], window_settin
     return crop_set, qc
 
 
-__all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "SkippedSlices", "Window", "crop_scan", "empty_crop_set",
-           "extract_crops"]
-
-
 def crop_batch(records: list[dict], slices_of, rois: list[Roi], window_settings: dict, context: int,
                strict: bool, crops_dir: str | Path, qc_dir: str | Path) -> None:
     """Crop each scan of a batch (``anodect.batches``): ``{scan}.npz`` in ``crops_dir``, its QC
@@ -347,7 +343,11 @@ def crop_batch(records: list[dict], slices_of, rois: list[Roi], window_settings:
                 crop_set, qc = crop_scan(scan_id, slices_of(scan_id), rois, window_settings,
                                          expected_shape=shape if min(shape) > 0 else None, context=context,
                                          strict=strict)
-                write_table(scan_file(qc_out, scan_id, ".tsv"), qc)
-                crop_set.save(scan_file(crops_out, scan_id, ".npz"))
+                write_table(scan_file(qc_out, scan_id, "qc"), qc)
+                crop_set.save(scan_file(crops_out, scan_id, "crops"))
             log.info("%s: %d slices kept, %d skipped, window %.1f..%.1f", scan_id, crop_set.n_slices,
                      int((qc["status"] != "ok").sum()), *crop_set.window)
+
+
+__all__ = ["CropSet", "NoUsableSlices", "QC_COLUMNS", "SkippedSlices", "Window", "crop_batch", "crop_scan",
+           "empty_crop_set", "extract_crops"]

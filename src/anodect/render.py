@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import supervision as sv
 
-from .batches import scan_context, scan_file
+from .batches import OUTPUT_KIND, scan_context, scan_file
 from .crops import CropSet
 from .decisions import decide_scan
 from .imaging import SliceReadError, Window, read_slice
@@ -197,13 +197,12 @@ def decide_and_draw_batch(model: str, scans: list[dict], outputs_dir: str | Path
         slices_of: scan id -> that scan's slice rows (``workflow.scan_slices``).
         settings: ``decisions.DecisionSettings``.
     """
-    suffix = ".npz" if model == "patchcore" else ".csv"
     with atomic_dir(out_dir) as out:
         for scan in scans:
             scan_id = scan["scan_id"]
-            crops = scan_file(crops_dir, scan_id, ".npz")
+            crops = scan_file(crops_dir, scan_id, "crops")
             with scan_context(scan_id):
-                decide_scan(model, scan, scan_file(outputs_dir, scan_id, suffix), crops, slices_of(scan_id), settings,
+                decide_scan(model, scan, scan_file(outputs_dir, scan_id, OUTPUT_KIND[model]), crops, slices_of(scan_id), settings,
                             out / scan_id)
                 counts = render_decided(out / scan_id, crops, class_label, out / scan_id / "images", thickness)
             log.info("%s: %s", scan_id, counts)

@@ -41,8 +41,7 @@ FOLDERS = {
     "predictions": f"{RESULTS}/rfdetr/predictions/{{batch}}",
     "decisions": f"{RESULTS}/decisions/{{model}}/{{batch}}",
 }
-SUFFIX = {"crops": ".npz", "qc": ".tsv", "scores": ".npz", "predictions": ".csv"}
-OUTPUT_KIND = {"patchcore": "scores", "rfdetr": "predictions"}
+OUTPUT_KIND = batches.OUTPUT_KIND
 
 
 def demo_manifest():
@@ -99,11 +98,7 @@ def scan_files(kind, role=None, name=None, **wildcards):
     files = []
     for s in scan_ids(role):
         folder = FOLDERS[kind].format(batch=batch_of[s], **wildcards)
-        path = (
-            Path(folder, s, name)
-            if name
-            else batches.scan_file(folder, s, SUFFIX[kind])
-        )
+        path = Path(folder, s, name) if name else batches.scan_file(folder, s, kind)
         files.append(str(path))
     return files
 

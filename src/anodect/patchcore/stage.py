@@ -103,4 +103,4 @@ def score_batch(model, crops_dir: str | Path, scan_ids: list[str], out_dir: str 
     with atomic_dir(out_dir) as out:
         for scan_id in scan_ids:
             with scan_context(scan_id):
-                score_scan(model, scan_file(crops_dir, scan_id, ".npz"), scan_file(out, scan_id, ".npz"))
+                score_scan(model, scan_file(crops_dir, scan_id, "crops"), scan_file(out, scan_id, "scores"))

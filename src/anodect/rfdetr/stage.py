@@ -136,5 +136,5 @@ def predict_batch(detector: Detector, crops_dir: str | Path, scan_ids: list[str]
     with atomic_dir(out_dir) as out:
         for scan_id in scan_ids:
             with scan_context(scan_id):
-                predict_scan(detector, scan_file(crops_dir, scan_id, ".npz"), scan_file(out, scan_id, ".csv"), floor,
+                predict_scan(detector, scan_file(crops_dir, scan_id, "crops"), scan_file(out, scan_id, "predictions"), floor,
                              threads)
