@@ -12,8 +12,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/discovery.smk"
 include: "workflow/rules/crops.smk"
-include: "workflow/rules/patchcore.smk"
-include: "workflow/rules/rfdetr.smk"
+
+
+# Each model's own rules (training, scoring), from the registry (anodect.registry).
+for rule_file in registry.rule_files():
+
+    include: rule_file
+
+
 include: "workflow/rules/decisions.smk"
 include: "workflow/rules/report.smk"
 

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from anodect.batches import assign  # noqa: E402
-from anodect.workflow import read_sheet  # noqa: E402
+from anodect.sheets import read_sheet  # noqa: E402
 
 RATE = re.compile(r"(\d+) crops in ([\d.]+) s \(([\d.]+) crops/s\)")
 FIRST = 203  # the demo's first slice; the range analysed starts 2 slices in, as in config.yaml

@@ -116,7 +116,7 @@ def first_job(root: Path, scans_per_job: int | None) -> str:
     """The wildcard of the first scan's crop job: its batch, or its scan before batches."""
     sys.path.insert(0, str(REPO / "src"))
     from anodect.batches import assign
-    from anodect.workflow import read_sheet
+    from anodect.sheets import read_sheet
 
     sheet = read_sheet(root / "results" / "scans.tsv")
     if scans_per_job is None:

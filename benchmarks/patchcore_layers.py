@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anodect.patchcore import PatchCore, PatchCoreSettings
+from anodect.patchcore.model import PatchCore, PatchCoreSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchcore_speed import demo_parser, load_demo, slice_auroc  # noqa: E402 - the sibling benchmark's helpers

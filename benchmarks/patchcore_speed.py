@@ -33,11 +33,11 @@ from anodect.batches import scan_file
 from anodect.config import load_config
 from anodect.crops import CropSet
 from anodect.devices import set_threads
-from anodect.patchcore import PatchCore, PatchCoreSettings
+from anodect.patchcore.model import PatchCore, PatchCoreSettings
 from anodect.patchcore.coreset import greedy_coreset
 from anodect.patchcore.model import inner_patches
 from anodect.patchcore.search import NearestNeighbourIndex
-from anodect.patchcore.stage import score_scan
+from anodect.patchcore.stage import Scorer, score_scan
 
 
 def crop_file(results: Path, scan_id: str) -> Path:
@@ -220,7 +220,7 @@ def pipeline_vs_compute(args: argparse.Namespace, original: bool = False) -> Non
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             for i, (_, crop_set) in enumerate(test):
-                score_scan(model, crop_file(results, crop_set.scan_id), Path(tmp) / f"scores_{i}.npz")
+                score_scan(Scorer.anodect(model), crop_file(results, crop_set.scan_id), Path(tmp) / f"scores_{i}.npz")
             a_runs.append(n / (time.perf_counter() - t0))
             if original:
                 b_runs.append(len(sub) / original_style(baseline, sub, context))

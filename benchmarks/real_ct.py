@@ -14,7 +14,7 @@ the automatic thresholds from held-out cells) and scores the test scans
 - crop-level AUROC (one crop = one slice x one ROI; positive when a true crack box
   lies in it) and slice-level AUROC (best crop of the slice);
 - at the automatic threshold, through the pipeline's own decisions
-  (``decisions.boxes_from_arrays`` + ``decide``: regions, tracking, 4 slices):
+  (``evidence.ScoreMaps.flagged`` + ``decisions.decide``: regions, tracking, 4 slices):
   cracked cells NG, normal cells NG, and crack recall (3-D matching as in the report).
 
 Usage:
@@ -43,9 +43,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from anodect.config import Roi, load_config, rois_from_config  # noqa: E402
 from anodect.crops import extract_crops  # noqa: E402
-from anodect.decisions import DecisionSettings, boxes_from_arrays, decide  # noqa: E402
+from anodect.decisions import DecisionSettings, decide  # noqa: E402
+from anodect.evidence import ScoreMaps  # noqa: E402
 from anodect.devices import set_threads  # noqa: E402
-from anodect.evaluation import crack_metrics  # noqa: E402
+from anodect.metrics import crack_metrics  # noqa: E402
 from anodect.demo.generator import DemoSettings  # noqa: E402
 from anodect.demo.generator import generate as generate_demo  # noqa: E402
 from anodect.patchcore.model import PatchCore, PatchCoreSettings  # noqa: E402
@@ -135,7 +136,7 @@ def evaluate(model: PatchCore, test: dict, truth: Path, tracking: TrackingSettin
         cracks, verdicts = [], {}
         for name, a in arrays.items():
             scan = {"scan_id": name, "battery_id": name, "axis": ""}
-            d = decide("patchcore", scan, boxes_from_arrays(a, settings), [int(i) for i in a["slice_indices"]], {},
+            d = decide("patchcore", scan, ScoreMaps.from_arrays({"scan_id": name, **a}).flagged(settings), [int(i) for i in a["slice_indices"]], {},
                        tracking)
             cracks.append(d.cracks)
             verdicts[name] = d.verdict

@@ -12,7 +12,7 @@ import pytest
 
 from anodect.comparison import ModelRun, compare, metric_rows, read_outputs, write_comparison
 from anodect.decisions import decide_scan, settings_from_params, summarise
-from anodect.evaluation import load_truth
+from anodect.metrics import load_truth
 from anodect.io import save_arrays, write_table
 
 OUTPUTS = ("metrics_json", "metrics_csv", "slices", "crop_scores", "disagreements", "truth_boxes", "truth_cracks")
@@ -88,7 +88,7 @@ def test_a_perfect_and_an_all_ng_model_get_their_known_scores(run):
     assert (rf["battery"]["sensitivity"], rf["battery"]["specificity"]) == (1.0, 0.0)
     assert rf["crack"]["recall"] == 1.0 and rf["crack"]["false_per_battery"] > 0
 
-    agree = result.metrics["agreement"]
+    (agree,) = result.metrics["agreement"]  # one pair of models
     n = len(truth.verdicts())
     assert agree["battery"] == {**agree["battery"], "both_ng": n_ng, "only_first": 0, "only_second": n - n_ng,
                                 "both_ok": 0}
@@ -105,7 +105,7 @@ def test_without_truth_only_the_models_are_compared(run, tmp_path):
     pc = result.metrics["models"]["patchcore"]
     assert set(pc) == {"threshold", "min_consecutive_slices", "counts", "evidence", "threshold_source"}
     assert pc["counts"]["batteries_ng"] == int(run["truth"].verdicts().sum())
-    assert result.metrics["agreement"]["battery"]["kappa"] is not None
+    assert result.metrics["agreement"][0]["battery"]["kappa"] is not None
     assert "truth" not in result.slices
     paths = {name: str(tmp_path / f"{name}.{'json' if name == 'metrics_json' else 'csv'}") for name in OUTPUTS}
     write_comparison(result, paths)

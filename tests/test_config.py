@@ -9,7 +9,8 @@ import yaml
 from anodect.config import ConfigError, load_config, roi_problems, rois_from_config, validate_schema
 from anodect.patchcore.legacy import write_flat_index, write_params
 from anodect.preflight import check_config
-from anodect.workflow import model_choice, patchcore_params, rfdetr_checkpoint, sources
+from anodect.planning import decision_params, model_settings, sources
+from anodect.registry import get as plugin
 
 from conftest import REPO, write_slice
 
@@ -42,6 +43,24 @@ filter_index_range:
   min: 215
   max: 222
 """
+
+
+def model_choice(config, model):
+    return plugin(model).choice(config)
+
+
+def rfdetr_checkpoint(config):
+    return plugin("rfdetr").choice(config).path
+
+
+def patchcore_params(config, stage):
+    return model_settings(config, "patchcore", f"{stage}_patchcore")
+
+
+def rfdetr_params(config, stage):
+    if stage == "dataset":
+        return dict(config["rfdetr"]["dataset"])
+    return model_settings(config, "rfdetr", f"{stage}_rfdetr")
 
 
 def _original(tmp_path, image_size=1024):
@@ -181,7 +200,6 @@ def test_threads_and_model_choice_do_not_reach_job_params():
 
 def test_each_job_depends_only_on_its_own_settings():
     config = load_config(REPO / "config" / "config.yaml")
-    from anodect.workflow import decision_params, rfdetr_params
 
     changed = copy.deepcopy(config)
     changed["patchcore_threshold"] = 3.5
@@ -261,7 +279,6 @@ def test_job_params_are_the_keys_the_schema_marks_for_the_job():
     from anodect.config import schema_defaults
     from anodect.patchcore.model import PatchCoreSettings
     from anodect.rfdetr.model import TrainSettings
-    from anodect.workflow import rfdetr_params
 
     config = schema_defaults()
     assert set(patchcore_params(config, "train")) == {f.name for f in fields(PatchCoreSettings)}

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from anodect.evidence import BoxTable, ScoreMaps
 from anodect.decisions import (CRACK_COLUMNS, DETECTION_COLUMNS, SLICE_COLUMNS, DecisionSettings, battery_table,
-                               decide, patchcore_boxes, rfdetr_boxes)
+                               decide)
 from anodect.io import save_arrays
 from anodect.render import ai_results
 from anodect.tracking import TrackingSettings
@@ -73,7 +74,8 @@ def test_rfdetr_threshold_is_strict_and_nms_merges_duplicates():
         "x1": [10.0, 11.0, 60.0, 10.0], "y1": [10.0, 10.0, 10.0, 40.0],
         "x2": [30.0, 31.0, 80.0, 30.0], "y2": [20.0, 20.0, 20.0, 50.0],
         "confidence": [0.9, 0.85, 0.95, 0.8], "class_id": [0, 1, 0, 0]})
-    kept = rfdetr_boxes(preds, DecisionSettings(threshold=0.8, nms_iou=0.5))
+    preds = preds.assign(scan_id="s", model_id="m")
+    kept = BoxTable(preds).flagged(DecisionSettings(threshold=0.8, nms_iou=0.5))
     # 0.8 is not above 0.8; the 0.85 box overlaps the 0.9 one (the original kept both, as two classes).
     assert sorted(kept["score"]) == pytest.approx([0.9, 0.95])
     assert np.allclose(kept["crop_score"], 0.95)
@@ -87,8 +89,9 @@ def test_patchcore_flags_by_crop_score_and_never_drops_a_flagged_crop(tmp_path):
     save_arrays(tmp_path / "s.npz", scan_id=np.array("s"), scores=np.array([[6.0, 1.0], [2.0, 4.0]], np.float32),
                 maps=maps, slice_indices=np.array([205, 206]), roi_names=np.array(["left", "right"]),
                 roi_boxes=np.array([[100, 400, 142, 432], [700, 400, 742, 432]]), model_id=np.array("m"))
-    found, observed = patchcore_boxes(tmp_path / "s.npz", DecisionSettings(threshold=3.0))
-    assert observed == [205, 206]
+    evidence = ScoreMaps.read(tmp_path / "s.npz", "slice")
+    found = evidence.flagged(DecisionSettings(threshold=3.0))
+    assert evidence.slice_indices.tolist() == [205, 206]
     assert found[["slice_index", "roi"]].values.tolist() == [[205, "left"], [206, "right"]]
     first = found.iloc[0]
     assert (first["x1"], first["y1"], first["x2"], first["y2"]) == (105, 410, 120, 413)  # corners of 10:13, 5:20

@@ -103,7 +103,7 @@ def test_the_sheets_read_back_as_written_without_pandas_guessing(tmp_path):
     """What discovery writes, the planning side reads with the csv module: integer columns as int,
     every other column as the text it was (a battery folder named 001 is not the number 1)."""
     from anodect.io import write_table
-    from anodect.workflow import read_sheet, scan_record, scan_slices
+    from anodect.sheets import read_sheet, scan_record, scan_slices
 
     _scan(tmp_path / "in", "001", [4, 5])
     scans = discover(tmp_path / "in", "inspect", SETTINGS, None)

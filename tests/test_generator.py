@@ -139,8 +139,8 @@ def test_annotation_readers_and_stages_load_no_demo_code():
     import sys
 
     stages = ["anodect.groundtruth", "anodect.rfdetr.annotations", "anodect.rfdetr.dataset", "anodect.rfdetr.stage",
-              "anodect.patchcore.stage", "anodect.crops", "anodect.decisions", "anodect.evaluation",
-              "anodect.comparison", "anodect.render", "anodect.report", "anodect.workflow", "anodect.discovery"]
+              "anodect.patchcore.stage", "anodect.crops", "anodect.decisions", "anodect.metrics",
+              "anodect.comparison", "anodect.render", "anodect.report", "anodect.planning", "anodect.sheets", "anodect.registry", "anodect.discovery"]
     code = ("import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in stages)
             + "print(sorted(m for m in sys.modules if m.startswith('anodect.demo')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

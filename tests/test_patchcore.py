@@ -8,10 +8,10 @@ from anodect.config import Roi
 from anodect.crops import extract_crops
 from anodect.discovery import DiscoverySettings, discover, slices_table
 from anodect.demo.generator import generate
-from anodect.patchcore import PatchCore, PatchCoreSettings
+from anodect.patchcore.model import PatchCore, PatchCoreSettings
 from anodect.patchcore.backbones import WeightsNotFound, build_backbone
 from anodect.patchcore.coreset import greedy_coreset
-from anodect.patchcore.stage import score_scan
+from anodect.patchcore.stage import Scorer, score_scan
 
 from conftest import tiny_settings
 
@@ -187,7 +187,7 @@ def test_score_file_holds_every_slice_and_roi(half_demo, fitted, tmp_path):
     crop_set = next(c for (split, _), c in crops.items() if split == "test")
     crop_set.save(tmp_path / "c.npz")
     fitted.save(tmp_path / "model")
-    score_scan(PatchCore.load(tmp_path / "model"), tmp_path / "c.npz", tmp_path / "s.npz")
+    score_scan(Scorer.anodect(PatchCore.load(tmp_path / "model")), tmp_path / "c.npz", tmp_path / "s.npz")
     with np.load(tmp_path / "s.npz", allow_pickle=False) as data:
         assert data["scores"].shape == crop_set.crops.shape[:2]
         assert data["maps"].shape == crop_set.inner().shape and data["maps"].dtype == np.float16

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from anodect.patchcore import PatchCore, PatchCoreSettings
+from anodect.patchcore.model import PatchCore, PatchCoreSettings
 from anodect.patchcore.backbones import build_backbone, feature_geometry
 from anodect.patchcore.model import _resample, inner_patches, patch_scores_to_maps
 

@@ -14,7 +14,8 @@ import pytest
 
 from anodect.config import Roi
 from anodect.crops import extract_crops
-from anodect.decisions import DecisionSettings, boxes_from_arrays, decide
+from anodect.decisions import DecisionSettings, decide
+from anodect.evidence import ScoreMaps
 from anodect.patchcore.model import PatchCore, PatchCoreSettings
 from anodect.patchcore.volume import VolumeSettings
 from anodect.demo.realct import RealCTSettings, generate
@@ -50,14 +51,14 @@ def real_model(tmp_path_factory):
 
 def _decide(model, crop_set, crops, evidence):
     r = model.score_volume(crops, crop_set.slice_indices, CONTEXT)
-    arrays = {"slice_indices": crop_set.slice_indices, "roi_names": crop_set.roi_names,
+    arrays = {"scan_id": "t", "slice_indices": crop_set.slice_indices, "roi_names": crop_set.roi_names,
               "roi_boxes": crop_set.roi_boxes, "scores": r.scores, "maps": r.maps,
               "volume_scores": r.volume_scores, "volume_maps": r.volume_maps}
     tracking = TrackingSettings()
     settings = DecisionSettings(threshold=model.metadata["auto_threshold"][evidence], tracking=tracking,
                                 evidence=evidence)
     scan = {"scan_id": "t", "battery_id": "t", "axis": ""}
-    return decide("patchcore", scan, boxes_from_arrays(arrays, settings),
+    return decide("patchcore", scan, ScoreMaps.from_arrays(arrays).flagged(settings),
                   [int(i) for i in crop_set.slice_indices], {}, tracking)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from anodect.batches import assign
 from anodect.crops import CropSet
-from anodect.workflow import read_sheet
+from anodect.sheets import read_sheet
 
 from conftest import REPO, tiny_config, write_config
 

@@ -50,7 +50,7 @@ def test_one_box_convention_for_both_models_the_truth_and_the_metrics():
     crack a quarter of its IoU."""
     import pandas as pd
 
-    from anodect.evaluation import coco_box_ap, iou_3d
+    from anodect.metrics import coco_box_ap, iou_3d
     from anodect.demo.generator import crack_box
     from anodect.render import inclusive_pixels
 

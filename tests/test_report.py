@@ -30,17 +30,20 @@ def make_report(run, folder: Path, truth: str | None) -> Path:
     write_comparison(result, files)
     folders = {name: str(folder / name) for name in ("figures", "profiles", "gallery")}
     runs = {r.name: r for r in run["runs"]}
-    write_figures(read_outputs(files), ["patchcore", "rfdetr"], read_table(run["tables"]["cracks"]), run["crops"],
-                  folders, runs["patchcore"].outputs, runs["rfdetr"].outputs)
+    write_figures(report=read_outputs(files), models=["patchcore", "rfdetr"],
+                  cracks=read_table(run["tables"]["cracks"]), crop_paths=run["crops"], outputs=folders,
+                  evidence_paths={m: r.outputs for m, r in runs.items()}, max_profiles=60)
     sheet = pd.DataFrame([{**r, "role": "inspect", "n_slices": 8} for r in run["records"]])
     sheet.to_csv(folder / "scans.tsv", sep="\t", index=False)
     bench = folder / "benchmarks" / "decide" / "patchcore"
     bench.mkdir(parents=True)
     (bench / "s.tsv").write_text("s\th:m:s\tmax_rss\n1.5\t0:00:01\t100.0\n")
     page = folder / "comparison.html"
-    write_report(page, files, ["patchcore", "rfdetr"], run["tables"]["batteries"], folders, str(folder / "scans.tsv"),
-                 str(folder / "no_qc.tsv"), [str(bench / "s.tsv")], str(folder / "benchmarks"), {},
-                 {"patchcore_threshold": 50.0, "名前": "値"})
+    write_report(out_path=page, comparison_files=files, models=["patchcore", "rfdetr"],
+                 batteries=run["tables"]["batteries"], folders=folders, scans=str(folder / "scans.tsv"),
+                 qc=str(folder / "no_qc.tsv"), benchmarks=[str(bench / "s.tsv")],
+                 benchmark_root=str(folder / "benchmarks"), model_files={},
+                 config={"patchcore_threshold": 50.0, "名前": "値"})
     return page
 
 
@@ -124,7 +127,8 @@ def test_chromium_opens_the_report_and_shows_every_figure(pages, mode):
 
 
 def test_the_report_says_how_rfdetr_was_made_and_warns_when_it_is_untrained():
-    from anodect.report import UNTRAINED, made_from
+    from anodect.report import made_from
+    from anodect.rfdetr.plugin import UNTRAINED
 
     history = [{"epoch": 0.0, "val/mAP_50": 0.1, "val/ema_mAP_50": 0.2}, {"epoch": 1.0, "val/mAP_50": 0.4}]
     coco = {"size": "nano", "train_seconds": 61.2, "device": "cuda", "dataset_id": "d1", "history": history,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from anodect.batches import assign
-from anodect.workflow import read_sheet
+from anodect.sheets import read_sheet
 
 from conftest import REPO, tiny_config, write_config
 

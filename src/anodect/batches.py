@@ -76,10 +76,10 @@ def members(sheet: list[dict], scans_per_job: int) -> dict[str, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-# The per-scan file of each kind of batch folder, and the kind of each model's output:
-# the one path rule the workflow's planner and the jobs that write the files share.
+# The per-scan file of each kind of batch folder: the one path rule the workflow's
+# planner and the jobs that write the files share. A model's evidence folder is of
+# the kind ``registry.EVIDENCE_FOLDER`` names for its evidence.
 SUFFIX = {"crops": ".npz", "qc": ".tsv", "scores": ".npz", "predictions": ".csv"}
-OUTPUT_KIND = {"patchcore": "scores", "rfdetr": "predictions"}
 
 
 def scan_file(folder: str | Path, scan_id: str, kind: str) -> Path:

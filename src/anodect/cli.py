@@ -17,7 +17,8 @@ from .discovery import scans_table
 from .demo.generator import DemoSettings, generate
 from .io import write_table
 from .preflight import check_config
-from .workflow import discover_all, index_range
+from .discovery import discover_all
+from .planning import index_range
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
-"""The evaluation stage: both models' decisions and evidence against the truth and each other.
+"""The evaluate rule: every model's decisions and evidence against the truth and each other.
 
-Reads what the pipeline wrote (the summary tables, PatchCore score files, RF-DETR
-prediction files), computes every metric of ``anodect.evaluation`` and writes them
-as JSON and a long CSV, with the slice table and the disagreements the report and
-its figures are drawn from. Without ground truth only the comparison of the two
-models is made.
+Reads what the pipeline wrote (the summary tables and each model's evidence files,
+through ``anodect.evidence``), computes every metric of ``anodect.metrics`` (the
+metrics library) and writes them as JSON and a long CSV, with the slice table and
+the disagreements the report and its figures are drawn from. Without ground truth
+only the comparison of the models is made.
 """
 
 from __future__ import annotations
@@ -16,23 +16,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluation as ev
-from .decisions import DecisionSettings, patchcore_boxes, rfdetr_boxes
+from . import metrics as ev
+from . import registry
+from .decisions import DecisionSettings, read_evidence, resolve_threshold, settings_from_params
+from .evidence import CROP_SCORE_COLUMNS
 from .io import read_table, write_json, write_table
-from .names import DISPLAY
 
 log = logging.getLogger(__name__)
-
-MODEL_NAMES = DISPLAY
 
 
 @dataclass
 class ModelRun:
     """One model's files and decision settings (``workflow.decision_params``)."""
 
-    name: str  # patchcore | rfdetr
-    outputs: dict[str, str]  # scan_id -> score file (PatchCore) or predictions CSV (RF-DETR)
-    params: dict
+    name: str  # the model's key
+    outputs: dict[str, str]  # scan_id -> its evidence file
+    params: dict  # threshold resolved to a number
 
     @property
     def threshold(self) -> float:
@@ -41,6 +40,15 @@ class ModelRun:
     @property
     def evidence(self) -> str:
         return self.params.get("evidence", "slice")
+
+    @property
+    def maps(self) -> bool:
+        """Whether the model's evidence is score maps (a crop score that may be NaN, a threshold it sets)."""
+        return registry.get(self.name).evidence == "maps"
+
+    @property
+    def settings(self) -> DecisionSettings:
+        return settings_from_params(self.params)
 
 
 @dataclass
@@ -63,33 +71,23 @@ def files_by_scan(paths, scan_ids: list[str]) -> dict[str, str]:
 
 def crop_scores(run: ModelRun, crop_meta: dict[str, dict]) -> pd.DataFrame:
     """Every crop's threshold-free score for one model, scans in sorted order."""
-    parts = []
-    for scan_id in sorted(run.outputs):
-        if run.name == "patchcore":
-            parts.append(ev.patchcore_crop_scores(run.outputs[scan_id], run.evidence))
-        else:
-            meta = crop_meta[scan_id]
-            parts.append(ev.rfdetr_crop_scores(read_table(run.outputs[scan_id]), scan_id, meta["slice_indices"],
-                                               meta["roi_names"]))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ev.CROP_SCORE_COLUMNS)
+    settings = run.settings
+    parts = [read_evidence(run.name, run.outputs[sid], settings).crop_table(run.name, settings,
+                                                                             {**crop_meta[sid], "scan_id": sid})
+             for sid in sorted(run.outputs)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CROP_SCORE_COLUMNS)
 
 
 def all_boxes(run: ModelRun) -> pd.DataFrame:
     """Every box the model draws before its threshold, ranked by its score (for box AP).
 
-    PatchCore: the regions of every crop at the configured map level, each scored
-    with its crop's score. RF-DETR: every box above the score floor after NMS.
+    Score maps: the regions of every crop at the configured map level, each scored
+    with its crop's score. Scored boxes: every box above the score floor after NMS.
     """
+    settings = run.settings
     parts = []
     for scan_id in sorted(run.outputs):
-        if run.name == "patchcore":
-            level = run.params.get("map_threshold")
-            settings = DecisionSettings(-np.inf, map_threshold=run.threshold if level is None else level,
-                                        min_region_area=run.params.get("min_region_area", 4), evidence=run.evidence)
-            boxes, _ = patchcore_boxes(run.outputs[scan_id], settings)
-        else:
-            boxes = rfdetr_boxes(read_table(run.outputs[scan_id]),
-                                 DecisionSettings(-np.inf, nms_iou=run.params.get("nms_iou", 0.5)))
+        boxes = read_evidence(run.name, run.outputs[scan_id], settings).ranked(settings)
         boxes.insert(0, "scan_id", scan_id)
         parts.append(boxes)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
@@ -133,7 +131,7 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
     mine = cracks[cracks["model"] == m].reset_index(drop=True)
     out = {"threshold": run.threshold, "min_consecutive_slices": run.params["min_consecutive_slices"],
            **({"evidence": run.evidence, "threshold_source": run.params.get("threshold_source", "config")}
-              if m == "patchcore" else {}),
+              if run.maps else {}),
            "counts": {"batteries_ng": int(verdict.sum()), "batteries": int(len(verdict)),
                       "batteries_no_data": int(len(batteries) - len(verdict)),
                       "cracks": int(len(mine)), "slices_flagged": int(table[f"{m}_flagged"].sum()),
@@ -144,7 +142,7 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
     labels = rows["truth"].astype(bool)
     score = rows[f"{m}_score"]
     # A crop without a score (no box; no volume evidence) ranks below every scored one.
-    score = score.fillna(float(score.min()) - 1.0 if m == "patchcore" and score.notna().any() else 0.0)
+    score = score.fillna(float(score.min()) - 1.0 if run.maps and score.notna().any() else 0.0)
     true_ng = truth.verdicts()
     evaluated = set(true_ng.index)
     out["slice"] = ev.slice_metrics(labels, score, rows[f"{m}_flagged"])
@@ -162,7 +160,7 @@ def model_metrics(run: ModelRun, table: pd.DataFrame, cracks: pd.DataFrame, batt
 
 def disagreements(table: pd.DataFrame, scores: pd.DataFrame, runs: list[ModelRun], truth: ev.Truth | None,
                   gallery_max: int) -> pd.DataFrame:
-    """Slices where the two models' verdicts differ (one model: where it differs from the truth).
+    """Slices where the models' verdicts differ (one model: where it differs from the truth).
 
     Each disagreement run (consecutive slices of one scan with the same pattern)
     offers its middle slice to the gallery, up to ``gallery_max`` in scan order; the
@@ -170,8 +168,9 @@ def disagreements(table: pd.DataFrame, scores: pd.DataFrame, runs: list[ModelRun
     relative to each model's threshold.
     """
     models = [r.name for r in runs]
-    if len(models) == 2:
-        differ = table[f"{models[0]}_anomaly"] != table[f"{models[1]}_anomaly"]
+    if len(models) > 1:
+        verdicts = table[[f"{m}_anomaly" for m in models]]
+        differ = verdicts.nunique(axis=1) > 1
     elif truth is not None:
         differ = table["truth"].notna() & (table[f"{models[0]}_anomaly"] != table["truth"].eq(True))
     else:
@@ -217,7 +216,7 @@ def compare(runs: list[ModelRun], scans: list[dict], tables: dict[str, str], cro
     """Evaluate every model of the run and compare them.
 
     Args:
-        runs: the run's models (one or two), in report order.
+        runs: the run's models, in report order.
         scans: sample-sheet records of the inspected scans.
         tables: ``slices``, ``cracks``, ``batteries`` -> the summary tables.
         crop_paths: scan_id -> crops file (slices the models saw, ROIs).
@@ -245,17 +244,19 @@ def compare(runs: list[ModelRun], scans: list[dict], tables: dict[str, str], cro
     for r in runs:
         metrics["models"][r.name] = model_metrics(r, table, cracks, batteries, scores, truth)
         log.info("%s: %s", r.name, {k: v for k, v in metrics["models"][r.name].items() if k != "boxes"})
-    if len(models) == 2:
-        a, b = models
-        va, vb = _verdicts(batteries, a), _verdicts(batteries, b)
-        both = va.index.intersection(vb.index)
-        metrics["agreement"] = {
-            "battery": ev.agreement(va[both], vb[both]),
-            "slice": ev.agreement(table[f"{a}_anomaly"], table[f"{b}_anomaly"]),
-            "first": a, "second": b,
-        }
+    if len(models) > 1:
+        metrics["agreement"] = [pair_agreement(table, batteries, a, b)
+                                for i, a in enumerate(models) for b in models[i + 1:]]
     gallery_max = int(gallery_max)
     return Comparison(metrics, table, scores, disagreements(table, scores, runs, truth, gallery_max), truth)
+
+
+def pair_agreement(table: pd.DataFrame, batteries: pd.DataFrame, a: str, b: str) -> dict:
+    """Two models' agreement on the batteries both judged and on every slice."""
+    va, vb = _verdicts(batteries, a), _verdicts(batteries, b)
+    both = va.index.intersection(vb.index)
+    return {"battery": ev.agreement(va[both], vb[both]),
+            "slice": ev.agreement(table[f"{a}_anomaly"], table[f"{b}_anomaly"]), "first": a, "second": b}
 
 
 def metric_rows(metrics: dict) -> pd.DataFrame:
@@ -268,10 +269,11 @@ def metric_rows(metrics: dict) -> pd.DataFrame:
             else:
                 rows.append({"model": m, "level": "settings" if level != "full_recall_threshold" else "threshold",
                              "metric": level, "value": values})
-    for level, values in (metrics.get("agreement") or {}).items():
-        if isinstance(values, dict):
-            rows += [{"model": "both", "level": f"agreement_{level}", "metric": k, "value": v}
-                     for k, v in values.items()]
+    for pair in metrics.get("agreement") or []:
+        for level, values in pair.items():
+            if isinstance(values, dict):
+                rows += [{"model": f"{pair['first']}+{pair['second']}", "level": f"agreement_{level}", "metric": k,
+                          "value": v} for k, v in values.items()]
     return pd.DataFrame(rows, columns=["model", "level", "metric", "value"])
 
 
@@ -297,34 +299,35 @@ def read_outputs(paths: dict[str, str]) -> dict:
     return out
 
 
-def resolved_patchcore_params(params: dict, model_meta: str | None) -> dict:
-    """PatchCore's decision params with ``threshold: auto`` replaced by the model's own threshold."""
-    from .decisions import resolve_threshold
-
+def resolved_params(model: str, params: dict, model_meta: str | None) -> dict:
+    """A model's decision params with ``threshold: auto`` replaced by the model's own threshold."""
     source = "automatic (held-out training cells)" if params["threshold"] == "auto" else "config"
-    threshold = resolve_threshold(params["threshold"], params.get("evidence", "slice"), model_meta or None)
+    threshold = resolve_threshold(params["threshold"], params.get("evidence", "slice"), model_meta or None,
+                                  registry.get(model).threshold_key)
     return {**params, "threshold": threshold, "threshold_source": source}
 
 
-def run_comparison(scans: list[dict], settings: dict[str, dict], inputs: dict[str, list[str] | str],
-                   truth_spec: str | None, gallery_max: int, outputs: dict[str, str]) -> Comparison:
+def run_comparison(*, scans: list[dict], settings: dict[str, dict], evidence: dict[str, list[str]],
+                   crops: list[str], tables: dict[str, str], threshold_meta: dict[str, str], truth_spec: str | None,
+                   gallery_max: int, outputs: dict[str, str]) -> Comparison:
     """The evaluate rule: compare the run's models and write the comparison files.
 
     Args:
         scans: sample-sheet records of the inspected scans.
-        settings: model -> its decision params (``workflow.decision_params``).
-        inputs: ``slices``, ``cracks``, ``batteries`` (tables), ``crops``, ``patchcore``, ``rfdetr`` (per-scan
-            files), ``patchcore_meta`` (the model's model.json, for ``threshold: auto``); other names (the truth files, inputs only so edits rerun the job) are ignored.
-        truth_spec: ``workflow.evaluation_truth``.
+        settings: model -> its decision params (``ModelPlugin.decision_params``).
+        evidence: model -> its per-scan evidence files.
+        crops: the per-scan crops files.
+        tables: ``slices``, ``cracks``, ``batteries`` -> the summary tables.
+        threshold_meta: model -> its model.json, for the models whose threshold is ``auto``.
+        truth_spec: ``planning.evaluation_truth``.
         gallery_max: ``evaluation.gallery_max``.
         outputs: the paths ``write_comparison`` writes.
     """
     ids = [s["scan_id"] for s in scans]
-    settings = dict(settings)
-    if "patchcore" in settings:
-        settings["patchcore"] = resolved_patchcore_params(settings["patchcore"], inputs.get("patchcore_meta"))
-    runs = [ModelRun(m, files_by_scan(inputs[m], ids), params) for m, params in settings.items()]
-    result = compare(runs, scans, {k: inputs[k] for k in ("slices", "cracks", "batteries")},
-                     files_by_scan(inputs["crops"], ids), truth_spec, gallery_max)
+    runs = []
+    for m, params in settings.items():
+        resolved = resolved_params(m, params, threshold_meta.get(m)) if registry.get(m).evidence == "maps" else params
+        runs.append(ModelRun(m, files_by_scan(evidence[m], ids), resolved))
+    result = compare(runs, scans, tables, files_by_scan(crops, ids), truth_spec, gallery_max)
     write_comparison(result, outputs)
     return result

@@ -200,15 +200,6 @@ def range_problems(config: dict) -> list[str]:
             lo, hi = demo[key]
             if lo > hi:
                 problems.append(f"demo.{key}: first value ({lo}) is greater than the second ({hi})")
-    rf = config.get("rfdetr", {})
-    if rf:
-        block = 56 if rf["size"] == "base" else 32  # patch size x windows of the rfdetr variant
-        if rf["resolution"] % block:
-            problems.append(f"rfdetr.resolution: {rf['resolution']} is not a multiple of {block} "
-                            f"(patch size x windows of rfdetr {rf['size']})")
-        lo, hi = rf["dataset"]["defects_per_crop"]
-        if lo > hi:
-            problems.append(f"rfdetr.dataset.defects_per_crop: first value ({lo}) is greater than the second ({hi})")
     win = config.get("window", {})
     if win.get("mode") == "fixed" and win["min"] >= win["max"]:
         problems.append(f"window: min ({win['min']}) must be below max ({win['max']})")

@@ -1,16 +1,16 @@
-"""Decisions: model outputs -> flagged crops -> cracks tracked across slices -> verdicts.
+"""Decisions: model evidence -> flagged crops -> cracks tracked across slices -> verdicts.
 
 Every threshold lives here and in the rules that call this module, downstream of
-the models, so changing one reruns only these cheap steps. Both models go through
-the same steps after their own per-crop evidence:
+the models, so changing one reruns only these cheap steps. Every model goes through
+the same steps after its own per-crop evidence (``anodect.evidence``):
 
-* PatchCore flags a crop whose score exceeds ``patchcore_threshold`` and draws
-  one box per region of its map (``anodect.regions``). The score and map are the
-  volume evidence (z-scores against the scan's own slices) or the raw ones, by
-  ``decisions.patchcore_evidence``; ``patchcore_threshold: auto`` takes the
-  threshold the model set from held-out training cells (its ``model.json``);
-* RF-DETR flags a crop with a box whose confidence exceeds ``rf_detr_threshold``
-  (strict, as the original), after class-agnostic NMS.
+* score maps (PatchCore, the crack segmenter) flag a crop whose score exceeds the
+  model's threshold and draw one box per region of its map (``anodect.regions``);
+  PatchCore's score and map are the volume evidence (z-scores against the scan's own
+  slices) or the raw ones, by ``decisions.patchcore_evidence``; a threshold ``auto``
+  is the one the model set from held-out training cells (its ``model.json``);
+* scored boxes (RF-DETR) flag a crop with a box whose confidence exceeds the
+  threshold (strict, as the original), after class-agnostic NMS.
 
 Boxes of the same ROI are then linked across slices (``anodect.tracking``); a
 crack is confirmed when it runs through ``min_consecutive_slices`` slices, and a
@@ -20,15 +20,17 @@ battery is NG when it has a confirmed crack.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .crops import crop_origin
-from .io import load_arrays
-from .regions import regions_from_map
+from . import evidence as ev_files
+from .batches import scan_context, scan_file
+from .io import atomic_dir
+from .registry import EVIDENCE_FOLDER, get as get_model
 from .tracking import Detection, TrackingSettings, anomalous_slices, confirm, link
 
 log = logging.getLogger(__name__)
@@ -43,78 +45,18 @@ SLICE_COLUMNS = ["model", "scan_id", "battery_id", "axis", "slice_index", "path"
 
 @dataclass(frozen=True)
 class DecisionSettings:
-    """Thresholds and tracking rules of one model's decisions."""
+    """Thresholds and tracking rules of one model's decisions.
+
+    A run's values come from the schema's defaults through ``settings_from_params``;
+    the defaults here serve tests and direct use only.
+    """
 
     threshold: float
     tracking: TrackingSettings = TrackingSettings()
-    map_threshold: float | None = None  # PatchCore: map level outlining a region (default: threshold)
-    min_region_area: int = 4
-    nms_iou: float = 0.5  # RF-DETR
-    evidence: str = "slice"  # PatchCore: "volume" or "slice" (raw) scores and maps
-
-
-EVIDENCE_ARRAYS = {"slice": ("scores", "maps"), "volume": ("volume_scores", "volume_maps")}
-
-
-def patchcore_boxes(scores_path: str | Path, settings: DecisionSettings) -> tuple[pd.DataFrame, list[int]]:
-    """Boxes of every flagged crop of one scan's score file, full-slice corners (``anodect.regions``).
-
-    Returns:
-        The boxes (slice_index, roi, x1, y1, x2, y2, score, crop_score) and the slices scored.
-    """
-    a = load_arrays(scores_path)
-    score_key, _ = EVIDENCE_ARRAYS[settings.evidence]
-    if score_key not in a:
-        raise ValueError(f"{scores_path}: no {settings.evidence} evidence ({score_key}); rerun score_patchcore")
-    return boxes_from_arrays(a, settings), [int(i) for i in a["slice_indices"]]
-
-
-def boxes_from_arrays(a: dict, settings: DecisionSettings) -> pd.DataFrame:
-    """``patchcore_boxes`` on a score file's arrays (``save_scores``' names) held in memory.
-
-    A crop without volume evidence (a scan shorter than ``patchcore.volume.min_slices``)
-    has a NaN volume score and is never flagged on it.
-    """
-    score_key, map_key = EVIDENCE_ARRAYS[settings.evidence]
-    rows = []
-    for s, index in enumerate(a["slice_indices"]):
-        for r, name in enumerate(a["roi_names"]):
-            crop_score = float(a[score_key][s, r])
-            if not np.isfinite(crop_score):
-                continue
-            x0, y0 = crop_origin(a["roi_boxes"][r], context=0)  # maps cover the ROI alone
-            for reg in regions_from_map(np.asarray(a[map_key][s, r], np.float32), crop_score, settings.threshold,
-                                        settings.map_threshold, settings.min_region_area):
-                reg = reg.shifted(x0, y0)
-                # A box carries its crop's score: the number compared with the threshold (map
-                # values are blurred and lower).
-                rows.append({"slice_index": int(index), "roi": str(name), "x1": float(reg.x1), "y1": float(reg.y1),
-                             "x2": float(reg.x2), "y2": float(reg.y2), "score": crop_score, "crop_score": crop_score})
-    return pd.DataFrame(rows, columns=["slice_index", "roi", "x1", "y1", "x2", "y2", "score", "crop_score"])
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best first."""
-    import torch
-    from torchvision.ops import nms as tv_nms
-
-    if len(boxes) == 0:
-        return np.zeros(0, np.int64)
-    as_tensor = lambda a: torch.tensor(np.asarray(a, np.float32))  # noqa: E731 - copies read-only pandas views
-    return tv_nms(as_tensor(boxes), as_tensor(scores), iou).numpy()
-
-
-def rfdetr_boxes(predictions: pd.DataFrame, settings: DecisionSettings) -> pd.DataFrame:
-    """Boxes above ``rf_detr_threshold`` after NMS per slice and ROI (the original had none)."""
-    above = predictions[predictions["confidence"] > settings.threshold]
-    kept = []
-    for _, group in above.groupby(["slice_index", "roi"], sort=True):
-        keep = nms(group[["x1", "y1", "x2", "y2"]].to_numpy(), group["confidence"].to_numpy(), settings.nms_iou)
-        kept.append(group.iloc[np.sort(keep)])
-    out = pd.concat(kept) if kept else above.iloc[:0]
-    out = out.rename(columns={"confidence": "score"})
-    out["crop_score"] = out.groupby(["slice_index", "roi"])["score"].transform("max")
-    return out[["slice_index", "roi", "x1", "y1", "x2", "y2", "score", "crop_score"]].reset_index(drop=True)
+    map_threshold: float | None = None  # score maps: map level outlining a region (default: threshold)
+    min_region_area: int = 4  # score maps
+    nms_iou: float = 0.5  # scored boxes
+    evidence: str = "slice"  # score maps: "volume" or "slice" (raw) scores and maps
 
 
 @dataclass
@@ -136,9 +78,9 @@ def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], pat
     """Track one scan's boxes across slices and label its slices.
 
     Args:
-        model: ``patchcore`` or ``rfdetr``.
+        model: the model's key.
         scan: sample-sheet record (scan_id, battery_id, axis).
-        boxes: flagged boxes (``patchcore_boxes`` / ``rfdetr_boxes``).
+        boxes: flagged boxes (an evidence file's ``flagged``).
         observed: slice indices the model saw: the rows of the slice table.
         paths: slice index -> slice file, for the slice table.
         settings: linking and confirmation rules.
@@ -182,8 +124,8 @@ def decide(model: str, scan: dict, boxes: pd.DataFrame, observed: list[int], pat
     return ScanDecision(detections, crack_table, pd.DataFrame(slice_rows, columns=SLICE_COLUMNS))
 
 
-def resolve_threshold(threshold, evidence: str, model_meta: str | Path | None) -> float:
-    """A number stays; ``auto`` is the threshold the PatchCore model set for ``evidence``.
+def resolve_threshold(threshold, evidence: str, model_meta: str | Path | None, name: str = "threshold") -> float:
+    """A number stays; ``auto`` is the threshold the model set for ``evidence`` (its ``model.json``).
 
     Raises:
         ValueError: ``auto`` without a model that set one (the original tool's
@@ -192,8 +134,8 @@ def resolve_threshold(threshold, evidence: str, model_meta: str | Path | None) -
     if threshold != "auto":
         return float(threshold)
     if not model_meta:
-        raise ValueError("patchcore_threshold: auto needs a PatchCore model trained by anodect (its model.json "
-                         "holds the threshold); this model has none: give patchcore_threshold a number")
+        raise ValueError(f"{name}: auto needs a model trained by anodect (its model.json holds the threshold); "
+                         f"this model has none: give {name} a number")
     import json
 
     auto = json.loads(Path(model_meta).read_text(encoding="utf-8")).get("auto_threshold") or {}
@@ -201,28 +143,31 @@ def resolve_threshold(threshold, evidence: str, model_meta: str | Path | None) -
     if value is None:
         raise ValueError(f"{model_meta}: no automatic {evidence} threshold "
                          f"({auto.get('note', 'the model predates automatic thresholds; retrain it')}): "
-                         "give patchcore_threshold a number")
+                         f"give {name} a number")
     return float(value)
 
 
-def _has_volume_evidence(scores_path: str | Path) -> bool:
-    return bool(np.isfinite(load_arrays(scores_path, ("volume_scores",))["volume_scores"]).any())
-
-
-def settings_from_params(params: dict, model_meta: str | Path | None = None) -> DecisionSettings:
-    """Decision settings from a rule's params (threshold, tracking, model options).
+def settings_from_params(params: dict, model_meta: str | Path | None = None,
+                         model: str | None = None) -> DecisionSettings:
+    """Decision settings from a rule's params (``ModelPlugin.decision_params``).
 
     Args:
-        params: the rule's ``settings`` param (``workflow.decision_params``).
-        model_meta: the PatchCore model's ``model.json``, for ``threshold: auto``.
+        params: the model's decision params: threshold, tracking, and its evidence's options.
+        model_meta: the model's ``model.json``, for ``threshold: auto``.
+        model: the model's key, to name its threshold key in errors.
     """
     tracking = TrackingSettings(min_consecutive_slices=params["min_consecutive_slices"],
                                 max_gap=params["max_gap"], link_margin=params["link_margin"])
-    evidence = params.get("evidence", "slice")
-    return DecisionSettings(threshold=resolve_threshold(params["threshold"], evidence, model_meta),
-                            tracking=tracking, map_threshold=params.get("map_threshold"),
-                            min_region_area=params.get("min_region_area", 4), nms_iou=params.get("nms_iou", 0.5),
-                            evidence=evidence)
+    options = {k: params[k] for k in ("map_threshold", "min_region_area", "nms_iou", "evidence") if k in params}
+    name = get_model(model).threshold_key if model else "threshold"
+    threshold = resolve_threshold(params["threshold"], options.get("evidence", "slice"), model_meta, name)
+    return DecisionSettings(threshold=threshold, tracking=tracking, **options)
+
+
+def read_evidence(model: str, path: str | Path, settings: DecisionSettings | None = None):
+    """One scan's evidence file of ``model``, read by the class of its kind."""
+    cls = ev_files.kind(get_model(model).evidence)
+    return cls.read(path, settings.evidence if settings is not None and cls is ev_files.ScoreMaps else None)
 
 
 def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: str | Path,
@@ -230,37 +175,75 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     """One scan's decisions for one model, written as three tables in ``out_dir``.
 
     Args:
-        model: ``patchcore`` (``model_output`` is its score file) or ``rfdetr`` (its predictions CSV).
+        model: the model's key.
         scan: the scan's sample-sheet record.
-        model_output: the model's file target for the scan.
+        model_output: the model's evidence file for the scan.
         crops_path: the scan's crops: which slices the model saw.
         slice_list: the scan's rows of ``slices.tsv`` (slice_index, path).
         settings: thresholds and tracking.
         out_dir: folder for ``detections.csv``, ``cracks.csv``, ``slices.csv``.
     """
     from .crops import CropSet
-    from .io import read_table, write_table
+    from .io import write_table
 
     paths = dict(zip(slice_list["slice_index"].astype(int), slice_list["path"]))
     pages = (dict(zip(slice_list["slice_index"].astype(int), slice_list["page"].astype(int)))
              if "page" in slice_list else {})
     observed = CropSet.read_meta(crops_path)["slice_indices"]
-    if model == "patchcore":
-        boxes, _ = patchcore_boxes(model_output, settings)
-        if settings.evidence == "volume" and len(observed) and not _has_volume_evidence(model_output):
-            # Too few slices to judge a slice against its scan: never OK, NO DATA with the reason logged.
-            log.warning("%s: %d slices, too few for volume evidence (patchcore.volume.min_slices): the scan "
-                        "cannot be judged on it and gets NO DATA; decisions.patchcore_evidence: slice judges "
-                        "it on its raw maps", scan["scan_id"], len(observed))
-            observed = []
-    else:
-        boxes = rfdetr_boxes(read_table(model_output), settings)
+    evidence = read_evidence(model, model_output, settings)
+    boxes = evidence.flagged(settings)
+    if len(observed) and not evidence.judged(settings):
+        # Too few slices to judge a slice against its scan: never OK, NO DATA with the reason logged.
+        log.warning("%s: %d slices, too few for %s evidence (patchcore.volume.min_slices): the scan cannot be "
+                    "judged on it and gets NO DATA; decisions.patchcore_evidence: slice judges it on its raw maps",
+                    scan["scan_id"], len(observed), settings.evidence)
+        observed = []
     decision = decide(model, scan, boxes, observed, paths, settings.tracking, listed=list(paths), pages=pages)
     out_dir = Path(out_dir)
     write_table(out_dir / "detections.csv", decision.detections)
     write_table(out_dir / "cracks.csv", decision.cracks)
     write_table(out_dir / "slices.csv", decision.slices)
     return decision
+
+
+def decide_batch(model: str, scans: list[dict], evidence_dir: str | Path, crops_dir: str | Path, slices_of,
+                 settings: DecisionSettings, class_label: str, thickness: int, out_dir: str | Path) -> None:
+    """The decide rule: decide and draw each scan of a batch (``anodect.batches``).
+
+    ``out_dir/{scan}/`` holds detections.csv, cracks.csv, slices.csv and images/ (drawn
+    by ``render.render_decided``); the folder appears whole or not at all.
+
+    Args:
+        model: the model's key.
+        evidence_dir: the batch folder of the model's evidence.
+        slices_of: scan id -> that scan's slice rows (``sheets.scan_slices``).
+        settings: ``DecisionSettings``.
+    """
+    from .render import render_decided
+
+    kind = EVIDENCE_FOLDER[get_model(model).evidence]
+    with atomic_dir(out_dir) as out:
+        for scan in scans:
+            scan_id = scan["scan_id"]
+            crops = scan_file(crops_dir, scan_id, "crops")
+            with scan_context(scan_id):
+                decide_scan(model, scan, scan_file(evidence_dir, scan_id, kind), crops, slices_of(scan_id),
+                            settings, out / scan_id)
+                counts = render_decided(out / scan_id, crops, class_label, out / scan_id / "images", thickness)
+            log.info("%s: %s", scan_id, counts)
+
+
+def false_alarm_threshold(scores: np.ndarray, rate: float) -> float:
+    """The lowest threshold that at most ``rate`` of the held-out normal scores exceed.
+
+    Decisions flag a crop whose score is strictly above the threshold, so the
+    threshold is an observed score: the ``ceil((1 - rate) * n)``-th smallest.
+    """
+    scores = np.sort(np.asarray(scores, np.float64)[np.isfinite(scores)])
+    if not len(scores):
+        raise ValueError("no held-out score to set a threshold from")
+    k = min(len(scores), max(1, math.ceil((1.0 - rate) * len(scores))))
+    return float(scores[k - 1])
 
 
 NO_DATA = "NO DATA"
@@ -286,8 +269,8 @@ def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
                 if not n and row[f"{m}_slices"] < max(min_slices, 1):
                     row[f"{m}_verdict"] = NO_DATA
             row[f"{m}_cracks"] = n
-        if len(models) == 2:
-            row["agree"] = row[f"{models[0]}_verdict"] == row[f"{models[1]}_verdict"]
+        if len(models) > 1:
+            row["agree"] = len({row[f"{m}_verdict"] for m in models}) == 1
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -442,3 +442,28 @@ def compact_indices(indices: list[int]) -> str:
     if start is not None:
         parts.append(f"{start}-{prev}" if prev != start else f"{start}")
     return ",".join(parts)
+
+
+def discover_sources(source_list: list[dict], discovery: dict, filter_index_range: dict | None,
+                     skipped: list[dict] | None = None) -> list[Scan]:
+    """``discover_all`` from the discovery job's params (sources as ``vars(Source)``)."""
+    roots = {s["role"]: s["path"] for s in source_list}
+    config = {
+        "input_dir": roots["inspect"],
+        "training": {"normal_dir": roots.get("train_normal"), "annotated_dir": roots.get("train_defect")},
+        "discovery": discovery,
+        "filter_index_range": filter_index_range,
+    }
+    return discover_all(config, skipped=skipped)
+
+
+def discover_all(config: dict, read_sizes: bool = True, skipped: list[dict] | None = None) -> list[Scan]:
+    """Every scan of every source, in a fixed order; ids are unique across sources."""
+    settings = DiscoverySettings.from_config(config["discovery"])
+    scans = []
+    from .planning import index_range, sources
+
+    for src in sources(config):
+        scans += discover(src.path, src.role, settings, index_range(config), read_sizes=read_sizes, skipped=skipped)
+    check_unique_ids(scans)
+    return scans

@@ -1,8 +1,8 @@
 """Figures of the comparison report: threshold sweeps, per-battery slice profiles, the disagreement gallery.
 
 Every figure is a PNG drawn with matplotlib's Agg backend (no display), at a
-fixed size and DPI so reruns give the same files. Colours follow the rendered
-images: PatchCore blue, RF-DETR orange, truth green.
+fixed size and DPI so reruns give the same files. Each model draws in its
+plugin's colour (PatchCore blue, RF-DETR orange), the truth in green.
 """
 
 from __future__ import annotations
@@ -21,11 +21,25 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
-from .comparison import MODEL_NAMES  # noqa: E402
+from . import registry  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-COLOURS = {"patchcore": "#1f77b4", "rfdetr": "#ff7f0e", "truth": "#2ca02c"}
+TRUTH_COLOUR = "#2ca02c"
+
+
+class _Names(dict):
+    def __missing__(self, key):
+        return registry.display(key)
+
+
+class _Colours(dict):
+    def __missing__(self, key):
+        return TRUTH_COLOUR if key == "truth" else registry.get(key).colour
+
+
+MODEL_NAMES = _Names()
+COLOURS = _Colours()
 DPI = 90
 # Fixed metadata keeps the PNG bytes identical from run to run.
 _PNG_META = {"Software": None}
@@ -99,14 +113,14 @@ def f1_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
             ax.axvline(full, color=COLOURS["truth"], ls=":", lw=1.2, label=f"100% battery recall below {full:.3g}")
         ax.set(xlabel=f"{MODEL_NAMES[m]} threshold", ylabel="F1 (slices)", ylim=(0, 1.02),
                title=f"{MODEL_NAMES[m]}: F1 against threshold")
-        if m == "patchcore" and grid.max() > 20 * max(np.median(grid), 1e-9):
+        if registry.get(m).evidence == "maps" and grid.max() > 20 * max(np.median(grid), 1e-9):
             ax.set_xscale("symlog")
         ax.legend(fontsize=7, loc="best")
     return png(fig)
 
 
 def score_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes:
-    """Slice scores against each other (two models) or their histogram (one), thresholds drawn."""
+    """Slice scores against each other (two models) or their histograms (one panel per model), thresholds drawn."""
     truth = table["truth"] if "truth" in table else pd.Series(np.nan, index=table.index)
     known = truth.notna()
     fig, ax = plt.subplots(figsize=(4.6, 4))
@@ -120,11 +134,16 @@ def score_figure(table: pd.DataFrame, models: list[str], metrics: dict) -> bytes
                            label=label)
         ax.axvline(metrics["models"][a]["threshold"], color=COLOURS[a], ls="--", lw=1)
         ax.axhline(metrics["models"][b]["threshold"], color=COLOURS[b], ls="--", lw=1)
-        ax.set(xlabel=f"{MODEL_NAMES[a]} slice score", ylabel=f"{MODEL_NAMES[b]} top confidence",
-               title="Slice scores of the two models")
+        ax.set(xlabel=f"{MODEL_NAMES[a]} slice {registry.get(a).score_label()}",
+               ylabel=f"{MODEL_NAMES[b]} {registry.get(b).score_label()}", title="Slice scores of the two models")
         ax.legend(fontsize=7)
+        return png(fig)
+    if len(models) > 2:
+        plt.close(fig)
+        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
     else:
-        m = models[0]
+        axes = [[ax]]
+    for ax, m in zip(axes[0], models):
         ax.hist(_scores(table, m), bins=40, color=COLOURS[m])
         ax.axvline(metrics["models"][m]["threshold"], color="black", ls="--", lw=1)
         ax.set(xlabel=f"{MODEL_NAMES[m]} slice score", ylabel="slices", title="Slice scores")
@@ -155,18 +174,27 @@ def profile_figure(scan_id: str, rows: pd.DataFrame, models: list[str], metrics:
     x = rows["slice_index"].to_numpy(int)
     for _, c in truth_cracks.iterrows():
         ax.axvspan(c["first_slice"] - 0.5, c["last_slice"] + 0.5, color=COLOURS["truth"], alpha=0.18, lw=0)
+    # The first model on the left axis, the others on one right axis.
     axes = {models[0]: ax}
-    if len(models) == 2:
-        axes[models[1]] = ax.twinx()
+    if len(models) > 1:
+        twin = ax.twinx()
+        axes.update({m: twin for m in models[1:]})
     for m in models:
         a = axes[m]
         a.plot(x, _scores(rows, m), color=COLOURS[m], marker=".", ms=4, lw=1.2, label=MODEL_NAMES[m])
         a.axhline(metrics["models"][m]["threshold"], color=COLOURS[m], ls="--", lw=0.9)
-        a.set_ylabel(f"{MODEL_NAMES[m]} {'score' if m == 'patchcore' else 'top confidence'}", color=COLOURS[m],
-                     fontsize=8)
-        a.tick_params(axis="y", labelcolor=COLOURS[m], labelsize=7)
-        if m == "rfdetr":
+        if len(models) < 3:
+            a.set_ylabel(f"{MODEL_NAMES[m]} {registry.get(m).score_label()}", color=COLOURS[m], fontsize=8)
+            a.tick_params(axis="y", labelcolor=COLOURS[m], labelsize=7)
+        if registry.get(m).evidence == "boxes":
             a.set_ylim(0, 1.02)
+    if len(models) > 2:
+        ax.set_ylabel(f"{MODEL_NAMES[models[0]]} {registry.get(models[0]).score_label()}", fontsize=8)
+        axes[models[1]].set_ylabel(" / ".join(f"{MODEL_NAMES[m]}" for m in models[1:]), fontsize=8)
+        for a in {id(a): a for a in axes.values()}.values():
+            a.tick_params(axis="y", labelsize=7)
+        ax.legend(handles=[h for a in {id(a): a for a in axes.values()}.values() for h in a.get_lines()
+                           if not h.get_label().startswith("_")], fontsize=6, loc="upper right")
     # Confirmed cracks as bars under the curves, one lane per model.
     lo, hi = ax.get_ylim()
     for lane, m in enumerate(models):
@@ -181,15 +209,15 @@ def profile_figure(scan_id: str, rows: pd.DataFrame, models: list[str], metrics:
     return png(fig)
 
 
-def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions: pd.DataFrame | None,
-                   truth_boxes: pd.DataFrame, metrics: dict) -> bytes:
-    """One disagreement: the crop with the truth, PatchCore's heat map, RF-DETR's boxes.
+def gallery_figure(item: pd.Series, crops, evidence: dict, truth_boxes: pd.DataFrame, metrics: dict) -> bytes:
+    """One disagreement: the crop with the truth, then each model's evidence: a heat map
+    (score maps) or its boxes (scored boxes).
 
     Args:
         item: a row of the disagreements table (scan_id, slice_index, roi, scores, verdicts).
         crops: the scan's ``CropSet``.
-        maps: the scan's PatchCore maps [slice, roi, h, w], or None without PatchCore.
-        predictions: the scan's RF-DETR predictions (full-slice pixels), or None.
+        evidence: model -> the scan's maps [slice, roi, h, w] (score maps) or its boxes
+            table in full-slice pixels (scored boxes), in report order.
         truth_boxes: the scan's true boxes (full-slice corners, ``anodect.regions``).
     """
     pos = int(np.flatnonzero(crops.slice_indices == int(item["slice_index"]))[0])
@@ -197,8 +225,7 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
     crop = crops.crops[pos, r]
     ox, oy = crops.origin(r)
     rx1, ry1, rx2, ry2 = crops.roi_in_crop(r)
-    panels = ["truth"] + [m for m, have in (("patchcore", maps is not None), ("rfdetr", predictions is not None))
-                          if have]
+    panels = ["truth", *evidence]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 2.9), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         ax.imshow(crop, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -215,15 +242,16 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
             has = item.get("truth")
             label = "no truth" if pd.isna(has) else ("true crack" if bool(has) else "no crack")
             ax.set_title(f"slice {int(item['slice_index'])}, {item['roi']}: {label}", fontsize=8)
-        elif panel == "patchcore":
+        elif registry.get(panel).evidence == "maps":
             heat = np.full(crop.shape, np.nan, np.float32)
-            heat[ry1:ry2, rx1:rx2] = maps[pos, r]  # maps cover the ROI alone
-            t = metrics["models"]["patchcore"]["threshold"]
+            heat[ry1:ry2, rx1:rx2] = evidence[panel][pos, r]  # maps cover the ROI alone
+            t = metrics["models"][panel]["threshold"]
             ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=max(t * 2, float(np.nanmax(heat))))
-            verdict = "crack" if item["patchcore_anomaly"] else "OK"
-            ax.set_title(f"PatchCore {item['patchcore_score']:.3g} (thr {t:g}): {verdict}", fontsize=8)
+            verdict = "crack" if item[f"{panel}_anomaly"] else "OK"
+            ax.set_title(f"{MODEL_NAMES[panel]} {item[f'{panel}_score']:.3g} (thr {t:g}): {verdict}", fontsize=8)
         else:
-            t = metrics["models"]["rfdetr"]["threshold"]
+            t = metrics["models"][panel]["threshold"]
+            predictions = evidence[panel]
             here = predictions[(predictions["slice_index"] == int(item["slice_index"]))
                                & (predictions["roi"] == str(item["roi"]))].sort_values("confidence", ascending=False)
             for k, (_, b) in enumerate(here.iterrows()):
@@ -231,30 +259,35 @@ def gallery_figure(item: pd.Series, crops, maps: np.ndarray | None, predictions:
                 if not above and k >= 3:
                     continue  # the three best boxes below the threshold show what the model nearly said
                 ax.add_patch(Rectangle((b["x1"] - ox - 0.5, b["y1"] - oy - 0.5), b["x2"] - b["x1"], b["y2"] - b["y1"],
-                                       fill=False, ec="red" if above else COLOURS["rfdetr"], lw=1.4 if above else 0.8,
+                                       fill=False, ec="red" if above else COLOURS[panel], lw=1.4 if above else 0.8,
                                        ls="-" if above else "--"))
                 ax.text(b["x1"] - ox, b["y1"] - oy - 1, f"{b['confidence']:.2f}", color="white", fontsize=6,
-                        bbox={"facecolor": "red" if above else COLOURS["rfdetr"], "pad": 0.5, "lw": 0})
-            verdict = "crack" if item["rfdetr_anomaly"] else "OK"
-            ax.set_title(f"RF-DETR {item['rfdetr_score']:.2f} (thr {t:g}): {verdict}", fontsize=8)
+                        bbox={"facecolor": "red" if above else COLOURS[panel], "pad": 0.5, "lw": 0})
+            verdict = "crack" if item[f"{panel}_anomaly"] else "OK"
+            ax.set_title(f"{MODEL_NAMES[panel]} {item[f'{panel}_score']:.2f} (thr {t:g}): {verdict}", fontsize=8)
     # Scan ids only: battery names are often Japanese, which matplotlib's bundled font lacks.
     fig.suptitle(str(item["scan_id"]), fontsize=8, y=1.0)
     return png(fig)
 
 
-def _patchcore_maps(path: str, metrics: dict) -> np.ndarray:
-    """The maps PatchCore's decisions used (volume or raw evidence)."""
-    from .decisions import EVIDENCE_ARRAYS
-    from .io import load_arrays
+def _gallery_evidence(model: str, path: str, metrics: dict):
+    """What a model's gallery panel draws: the maps its decisions used, or its boxes."""
+    from .decisions import read_evidence, settings_from_params
 
-    key = EVIDENCE_ARRAYS[metrics["models"].get("patchcore", {}).get("evidence", "slice")][1]
-    return load_arrays(path, (key,))[key].astype(np.float32)
+    params = metrics["models"][model]
+    settings = settings_from_params({"min_consecutive_slices": 1, "max_gap": 0, "link_margin": 0,
+                                     "threshold": params["threshold"],
+                                     **({"evidence": params["evidence"]} if "evidence" in params else {})})
+    found = read_evidence(model, path, settings)
+    return found.display_maps(settings) if registry.get(model).evidence == "maps" else found.table
 
 
-def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_paths: dict[str, str],
-                  outputs: dict[str, str], score_paths: dict[str, str] | None = None,
-                  prediction_paths: dict[str, str] | None = None, max_profiles: int = 60) -> dict:
+def write_figures(*, report: dict, models: list[str], cracks: pd.DataFrame, crop_paths: dict[str, str],
+                  outputs: dict[str, str], evidence_paths: dict[str, dict[str, str]], max_profiles: int) -> dict:
     """Write every figure of the report into the three output folders.
+
+    Args:
+        evidence_paths: model -> scan id -> its evidence file (the gallery draws them).
 
     Profiles are drawn for up to ``max_profiles`` scans: NG by truth or by a model
     first, then the rest in scan order.
@@ -263,7 +296,7 @@ def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_pa
         What was drawn and what was left out, for the report.
     """
     from .crops import CropSet
-    from .io import atomic_dir, read_table
+    from .io import atomic_dir
 
     table, metrics = report["slices"], report["metrics"]
     with atomic_dir(outputs["figures"]) as folder:
@@ -288,12 +321,11 @@ def write_figures(report: dict, models: list[str], cracks: pd.DataFrame, crop_pa
     with atomic_dir(outputs["gallery"]) as folder:
         for n, (scan_id, group) in enumerate(items.groupby("scan_id", sort=True)):
             crops = CropSet.load(crop_paths[scan_id])
-            maps = _patchcore_maps(score_paths[scan_id], metrics) if score_paths else None
-            preds = read_table(prediction_paths[scan_id]) if prediction_paths else None
+            evidence = {m: _gallery_evidence(m, evidence_paths[m][scan_id], metrics) for m in models}
             boxes = report["truth_boxes"][report["truth_boxes"]["scan_id"] == scan_id]
             for _, item in group.iterrows():
                 roi = re.sub(r"[^\w-]", "_", str(item["roi"]))
                 name = f"{scan_id}_{int(item['slice_index']):05d}_{roi}.png"
-                (Path(folder) / name).write_bytes(gallery_figure(item, crops, maps, preds, boxes, metrics))
+                (Path(folder) / name).write_bytes(gallery_figure(item, crops, evidence, boxes, metrics))
     return {"profiles_drawn": len(drawn), "profiles_left_out": len(scans) - len(drawn),
             "gallery": int(len(items))}

@@ -4,7 +4,7 @@ models named, the output folder, and what the discovery job's rerun hangs on.
 
 These read the disk; a cluster job's parse skips them (``workflow.is_main_process``),
 so it never walks the input tree. What the rules ask of the config (params, file
-lists, model choices) is in ``workflow``.
+lists) is in ``planning``; each model's own checks are its plugin's (``registry``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 from .config import ConfigError, raise_if, range_problems, roi_problems, rois_from_config, validate_schema
 from .discovery import DiscoverySettings, first_scan, folders_fingerprint
 from .tiffheader import image_shape
-from .workflow import (evaluation_truth, index_range, inside, model_choice, patchcore_model_folder, rfdetr_checkpoint,
-                       rfdetr_enabled, sources, truth_generated, truth_inputs)
+from . import registry
+from .planning import evaluation_truth, index_range, sources, truth_generated, truth_inputs
 
 
 def check_config(config: dict, inputs: bool = True) -> dict:
@@ -76,7 +76,6 @@ def check_config(config: dict, inputs: bool = True) -> dict:
             except Exception as exc:  # noqa: BLE001 - reported as a config problem
                 problems.append(f"{src.key}: cannot read {first.path!r} ({exc})")
     problems += model_problems(config)
-    problems += rfdetr_problems(config)
     problems += truth_problems(config)
     problems += metadata_problems(config)
     problems += output_problems(config) if inputs else []
@@ -89,23 +88,8 @@ def check_config(config: dict, inputs: bool = True) -> dict:
 
 
 def model_problems(config: dict) -> list[str]:
-    """Model folders named in the config must hold a model before any job runs."""
-    problems = []
-    choice = model_choice(config, "patchcore")
-    if choice.kind == "train":
-        if not config.get("training", {}).get("normal_dir"):
-            problems.append("patchcore.model: 'train' needs training.normal_dir (scans of normal cells)")
-        return problems
-    key = "output_dir_model_patchcore" if choice.kind == "original" else "patchcore.model"
-    folder = Path(choice.path)
-    if choice.kind == "original" or (folder / "patchcore_params.pkl").is_file() and not (folder / "model.json").is_file():
-        wanted = ["nnscorer_search_index.faiss", "patchcore_params.pkl"]
-    else:
-        wanted = ["model.json", "memory_bank.npy"]
-    missing = [name for name in wanted if not (folder / name).is_file()]
-    if missing:
-        problems.append(f"{key}: {folder} lacks {', '.join(missing)} (a PatchCore model folder)")
-    return problems
+    """Every model's choice must be runnable before any job starts (each plugin's checks)."""
+    return [p for plugin in registry.plugins().values() for p in plugin.problems(config)]
 
 
 def truth_problems(config: dict) -> list[str]:
@@ -119,30 +103,6 @@ def truth_problems(config: dict) -> list[str]:
     if path.is_dir() and not truth_inputs(config):
         return [f"evaluation.truth: {truth!r} holds neither slices.csv nor any .json annotation file"]
     return []
-
-
-def rfdetr_problems(config: dict) -> list[str]:
-    """RF-DETR's model choice must be runnable before any job starts."""
-    choice = model_choice(config, "rfdetr")
-    training = config.get("training", {})
-    if choice.kind == "none":
-        return []
-    if choice.kind == "train":
-        missing = [k for k in ("annotated_dir", "annotations_dir", "normal_dir") if not training.get(k)]
-        problems = [f"rfdetr.model: 'train' needs training.{k}" for k in missing]
-        folder = training.get("annotations_dir")
-        demo = config.get("demo", {})
-        generated = demo.get("enabled") and folder and inside(folder, demo["out_dir"])
-        if folder and not generated and not Path(folder).is_dir():
-            problems.append(f"training.annotations_dir: folder {folder!r} not found")
-        return problems
-    path = Path(choice.path)
-    if path.is_file():
-        return []
-    key = "output_dir_model_rf_detr/rf_detr_checkpoint" if choice.kind == "original" else "rfdetr.model"
-    hint = (" (set training.annotated_dir and training.annotations_dir to train one, or rfdetr.model: none)"
-            if choice.kind == "original" else "")
-    return [f"{key}: RF-DETR checkpoint {path} not found{hint}"]
 
 
 def output_problems(config: dict) -> list[str]:
@@ -172,60 +132,22 @@ def metadata_problems(config: dict) -> list[str]:
     fail at the first scoring job, so the difference is stated now.
     """
     problems = []
-    rois = rois_from_config(config)
-    context = config.get("crop_context", 0)
-    crop = list(rois[0].crop_shape(context)) if rois else None
-
-    def read(path: Path) -> dict:
+    for plugin in registry.plugins().values():
+        if not plugin.enabled(config) or plugin.trains(config):
+            continue
+        path = plugin.metadata_path(config)
+        if path is None:
+            continue
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            meta = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             problems.append(f"{path}: unreadable model metadata ({exc})")
-            return {}
-
-    folder = patchcore_model_folder(config) if model_choice(config, "patchcore").kind != "original" else None
-    if folder and (Path(folder) / "model.json").is_file():
-        meta = read(Path(folder) / "model.json")
-        pc = config["patchcore"]
-        wanted = {"patchcore.backbone": (meta.get("backbone"), pc.get("backbone")),
-                  "patchcore.layers": (meta.get("layers"), list(pc["layers"]) if pc.get("layers") else None),
-                  "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
-                  "crop_context": (meta.get("context"), context),
-                  "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
-        volume = meta.get("volume") or {}
-        for key, want in (pc.get("volume") or {}).items():
-            wanted[f"patchcore.volume.{key}"] = (volume.get(key), want)
-        for key, (have, want) in wanted.items():
-            if have is not None and want is not None and _as_list(have) != _as_list(want):
-                problems.append(f"{key}: the PatchCore model in {folder} was made with {have!r}, the config says "
-                                f"{want!r} (match the config to the model, or train a new one)")
-        evidence = config["decisions"]["patchcore_evidence"]
-        if config["patchcore_threshold"] == "auto" and not (meta.get("auto_threshold") or {}).get(evidence):
-            problems.append(f"patchcore_threshold: auto, but the PatchCore model in {folder} set no automatic "
-                            f"{evidence} threshold (trained on one cell, or before anodect set them): give a number")
-    if config["patchcore_threshold"] == "auto" and model_choice(config, "patchcore").kind == "original":
-        problems.append("patchcore_threshold: auto needs a PatchCore model trained by anodect; the original tool's "
-                        "model sets none: give a number (the original used 90 with its own scale)")
-    checkpoint = rfdetr_checkpoint(config) if rfdetr_enabled(config) else None
-    meta_path = Path(checkpoint).with_name("model.json") if checkpoint else None
-    if meta_path is not None and meta_path.is_file():
-        meta = read(meta_path)
-        rf = config["rfdetr"]
-        wanted = {"rfdetr.size": (meta.get("size"), rf.get("size")),
-                  "rfdetr.resolution": ((meta.get("settings") or {}).get("resolution"), rf.get("resolution")),
-                  "crop_context": (meta.get("context"), context)}
-        for key, (have, want) in wanted.items():
-            if have is not None and want is not None and have != want:
-                problems.append(f"{key}: the RF-DETR checkpoint {checkpoint} was trained with {have!r}, the config "
-                                f"says {want!r} (match the config to the model, or train a new one)")
+            continue
+        problems += plugin.metadata_problems(config, meta, str(Path(plugin.choice(config).path)))
     return problems
 
 
 NOT_LOOKED_AT = "not looked at"
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def listing_fingerprint(config: dict, look: bool = True) -> str:

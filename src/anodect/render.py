@@ -21,9 +21,7 @@ import numpy as np
 import pandas as pd
 import supervision as sv
 
-from .batches import OUTPUT_KIND, scan_context, scan_file
 from .crops import CropSet
-from .decisions import decide_scan
 from .imaging import SliceReadError, Window, read_slice
 from .io import atomic_dir, read_table, write_bytes
 
@@ -185,24 +183,3 @@ def publish_scans(scans: list[dict], image_dirs: list[str], slice_tables: list[s
     tables = {s["scan_id"]: (read_table(sl), read_table(det))
               for s, sl, det in zip(scans, slice_tables, detection_tables, strict=True)}
     publish(scans, staged, tables, out_dir, export_csv)
-
-
-def decide_and_draw_batch(model: str, scans: list[dict], outputs_dir: str | Path, crops_dir: str | Path,
-                          slices_of, settings, class_label: str, thickness: int, out_dir: str | Path) -> None:
-    """Decide and draw each scan of a batch (``anodect.batches``): ``out_dir/{scan}/`` holds
-    detections.csv, cracks.csv, slices.csv and images/; the folder appears whole or not at all.
-
-    Args:
-        outputs_dir: the batch folder of the model's outputs (PatchCore scores or RF-DETR boxes).
-        slices_of: scan id -> that scan's slice rows (``workflow.scan_slices``).
-        settings: ``decisions.DecisionSettings``.
-    """
-    with atomic_dir(out_dir) as out:
-        for scan in scans:
-            scan_id = scan["scan_id"]
-            crops = scan_file(crops_dir, scan_id, "crops")
-            with scan_context(scan_id):
-                decide_scan(model, scan, scan_file(outputs_dir, scan_id, OUTPUT_KIND[model]), crops, slices_of(scan_id), settings,
-                            out / scan_id)
-                counts = render_decided(out / scan_id, crops, class_label, out / scan_id / "images", thickness)
-            log.info("%s: %s", scan_id, counts)

@@ -20,13 +20,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .comparison import MODEL_NAMES
-from .names import START_WEIGHTS
+from . import registry
 
 log = logging.getLogger(__name__)
 
-VERSIONED = ("anodect", "torch", "torchvision", "faiss-cpu", "rfdetr", "snakemake", "scikit-learn",
-             "pycocotools", "numpy", "pandas", "opencv-python-headless", "matplotlib", "supervision")
+# The pipeline's own packages; each model adds its own (``ModelPlugin.packages``).
+VERSIONED = ("anodect", "torch", "torchvision", "snakemake", "scikit-learn", "pycocotools", "numpy", "pandas",
+             "opencv-python-headless", "matplotlib", "supervision")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK JP","Hiragino Sans",sans-serif;margin:0 auto;
@@ -118,12 +118,8 @@ def model_facts(models: list[str], model_files: dict[str, str | None]) -> list[l
     for m in models:
         path = model_files.get(m)
         meta = _read_meta(path)
-        if m == "patchcore":
-            ident = meta.get("model_id") or "original tool's files"
-        else:
-            sha = meta.get("checkpoint_sha256", "")
-            ident = sha[:12] if sha else "checkpoint without model.json"
-        rows.append([MODEL_NAMES[m], ident, made_from(m, meta)[0], str(path or "")])
+        plugin = registry.get(m)
+        rows.append([plugin.display, plugin.model_id(meta), plugin.card(meta)[0], str(path or "")])
     return rows
 
 
@@ -131,81 +127,9 @@ def made_from(model: str, meta: dict) -> tuple[str, str | None]:
     """How a model was made, and a warning when its figures do not measure a trained model.
 
     Returns:
-        (one paragraph for the report, the warning or None).
+        (one paragraph for the report, the warning or None), from the model's plugin.
     """
-    if model == "patchcore":
-        return (patchcore_made(meta) if meta else
-                "the original tool's PatchCore files (ResNet-50 ImageNet features); how they were trained is not "
-                "recorded here"), None
-    return rfdetr_made(meta)
-
-
-# Said beside RF-DETR's figures whenever it was trained from random weights.
-UNTRAINED = ("RF-DETR started from random weights, so its figures measure an untrained detector, not what RF-DETR "
-             "does on CT: a detection transformer needs pretrained weights (or far more training than this run) to "
-             "find cracks 1-3 px wide. To give it weights, run once where the network reaches rfdetr's release "
-             "(rfdetr.pretrain_weights: auto puts rfdetr's COCO release in rfdetr's cache, ~/.roboflow/models or "
-             "$RF_HOME), copy that release file there, or set rfdetr.pretrain_weights to a checkpoint.")
-
-
-def rfdetr_made(meta: dict) -> tuple[str, str | None]:
-    """RF-DETR's starting weights, training length and time, best validation mAP."""
-    if not meta:
-        return "a checkpoint given in the config; how it was trained is not recorded here", None
-    start = meta.get("start_weights")
-    if start is None:  # models trained before start weights were recorded
-        given = meta.get("settings", {}).get("pretrain_weights")
-        start = ({"kind": "random", "path": None, "note": "rfdetr.pretrain_weights: null"} if given is None else
-                 {"kind": "checkpoint", "path": given, "note": "rfdetr.pretrain_weights"})
-    where = ""
-    if start.get("path"):
-        where = f" {Path(start['path']).name}"
-        if start.get("sha256"):
-            where += f" (sha256 {start['sha256'][:12]})"
-    history = meta.get("history", [])
-    text = (f"RF-DETR {meta.get('size', '')}, started from {START_WEIGHTS.get(start['kind'], start['kind'])}{where} "
-            f"({start.get('note', '')}); trained {len(history)} epochs in {float(meta.get('train_seconds', 0)):.0f} s "
-            f"on {meta.get('device', '?')}, dataset {meta.get('dataset_id', '?')}")
-    best = _best_map(history)
-    if best:
-        text += f"; best validation mAP@50 {fmt(best[1])} ({best[0]}, epoch {best[2] + 1})"
-    return text, (UNTRAINED if start["kind"] == "random" else None)
-
-
-def _best_map(history: list[dict]) -> tuple[str, float, int] | None:
-    """The best validation mAP@50 over the epochs, of the EMA or the plain weights."""
-    best = None
-    for row in history:
-        for key, label in (("val/ema_mAP_50", "EMA weights"), ("val/mAP_50", "plain weights")):
-            value = row.get(key)
-            if value is not None and (best is None or value > best[1]):
-                best = (label, float(value), int(row.get("epoch", 0)))
-    return best
-
-
-def patchcore_made(meta: dict) -> str:
-    """How a PatchCore model was made: features, their weights, bank, volume evidence, automatic threshold."""
-    vol = meta.get("volume") or {}
-    auto = meta.get("auto_threshold") or {}
-    source = meta.get("weights_source") or "ImageNet weights"
-    parts = [f"{meta.get('backbone', '?')} {', '.join(meta.get('layers', []))} (weights: {source}, "
-             f"{str(meta.get('weights_id', '?')).split(':')[0]}), bank {meta.get('bank_size', '?')} patches "
-             f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset) from "
-             f"{len(meta.get('training_scans', []))} normal scans"]
-    if vol:
-        parts.append(f"volume evidence: slab {vol.get('slab')}, window {vol.get('window')}, reference "
-                     f"{vol.get('reference_slices')} slices")
-    if auto.get("slice") is not None or auto.get("volume") is not None:
-        stats = auto.get("heldout_score_stats", {})
-        described = [f"{ev} {fmt(auto.get(ev))} (held-out p50 {fmt(stats.get(ev, {}).get('p50'))}, "
-                     f"p99 {fmt(stats.get(ev, {}).get('p99'))}, max {fmt(stats.get(ev, {}).get('max'))})"
-                     for ev in ("volume", "slice") if auto.get(ev) is not None]
-        parts.append(f"automatic thresholds at {100 * auto['false_alarm_rate']:g}% false alarms per crop over "
-                     f"{auto.get('n_crops')} held-out crops of {auto.get('n_cells')} cells (each cell scored "
-                     f"against the bank less its own patches): " + "; ".join(described))
-    elif auto:
-        parts.append(f"no automatic threshold: {auto.get('note', '')}")
-    return ". ".join(parts)
+    return registry.get(model).card(meta)
 
 
 def _metric_table(metrics: dict, models: list[str]) -> str:
@@ -223,7 +147,7 @@ def _metric_table(metrics: dict, models: list[str]) -> str:
     ]
     def source(m):
         d = metrics["models"][m]
-        if m != "patchcore":
+        if "threshold_source" not in d:
             return "config"
         return f"{d.get('threshold_source', 'config')}; {d.get('evidence', 'slice')} evidence"
 
@@ -239,7 +163,7 @@ def _metric_table(metrics: dict, models: list[str]) -> str:
                 d = metrics["models"][m][level]
                 values.append(f"{d['tp']} / {d['fp']} / {d['fn']} / {d['tn']}" if key is None else fmt(d.get(key)))
             rows.append([label, *values])
-    return table_html(rows, ["", *[MODEL_NAMES[m] for m in models]])
+    return table_html(rows, ["", *[registry.display(m) for m in models]])
 
 
 def _battery_rows(batteries: pd.DataFrame, models: list[str], truth: pd.Series | None, table: pd.DataFrame):
@@ -263,17 +187,23 @@ def _battery_rows(batteries: pd.DataFrame, models: list[str], truth: pd.Series |
         classes.append("miss" if wrong or unsure else ("ng" if "NG" in verdicts else "ok"))
     header = ["battery", "axis", "scan", "truth"]
     for m in models:
-        header += [f"{MODEL_NAMES[m]} verdict (cracks)", f"{MODEL_NAMES[m]} top score"]
+        header += [f"{registry.display(m)} verdict (cracks)", f"{registry.display(m)} top score"]
     return table_html(rows, header, left=3, classes=classes)
 
 
-def _agreement(agree: dict) -> str:
-    a, b = MODEL_NAMES[agree["first"]], MODEL_NAMES[agree["second"]]
-    rows = []
-    for level in ("battery", "slice"):
-        d = agree[level]
-        rows.append([level, d["both_ng"], d["only_first"], d["only_second"], d["both_ok"], fmt(d["kappa"])])
-    return table_html(rows, ["level", "both NG", f"only {a}", f"only {b}", "both OK", "Cohen's kappa"])
+def _agreement(pairs: list[dict]) -> str:
+    """One table per pair of models."""
+    out = []
+    for agree in pairs:
+        a, b = registry.display(agree["first"]), registry.display(agree["second"])
+        rows = []
+        for level in ("battery", "slice"):
+            d = agree[level]
+            rows.append([level, d["both_ng"], d["only_first"], d["only_second"], d["both_ok"], fmt(d["kappa"])])
+        if len(pairs) > 1:
+            out.append(f"<h3>{esc(a)} and {esc(b)}</h3>")
+        out.append(table_html(rows, ["level", "both NG", f"only {a}", f"only {b}", "both OK", "Cohen's kappa"]))
+    return "\n".join(out)
 
 
 def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders: dict[str, str],
@@ -298,7 +228,8 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Anode-crack inspection: "
            f"model comparison</title><style>{_STYLE}</style></head><body>",
-           "<h1>Anode-crack inspection: PatchCore and RF-DETR compared</h1>",
+           f"<h1>Anode-crack inspection: {esc(_names(models))} compared</h1>" if len(models) > 1 else
+           f"<h1>Anode-crack inspection: {esc(_names(models))}</h1>",
            f"<p class=\"note\">Written {esc(now)} by anodect {esc(facts['versions'].get('anodect'))}. "
            f"{metrics['counts']['scans']} inspected scans, {metrics['counts']['slices']} slices, "
            f"{metrics['counts']['crops']} ROI crops per model. Ground truth: "
@@ -314,7 +245,7 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
             line += f"; sensitivity {fmt(d['battery']['sensitivity'])}, specificity {fmt(d['battery']['specificity'])}"
         if made[m][1]:
             line += "; UNTRAINED (random weights, see How the models were made)"
-        cards.append(f'<div class="card">{esc(MODEL_NAMES[m])}<b>{d["counts"]["cracks"]} cracks</b>{esc(line)}</div>')
+        cards.append(f'<div class="card">{esc(registry.display(m))}<b>{d["counts"]["cracks"]} cracks</b>{esc(line)}</div>')
     if truth_info:
         cards.append(f'<div class="card">Truth<b>{truth_info["cracks"]} cracks</b>{truth_info["batteries_ng"]} of '
                      f'{truth_info["scans"]} batteries NG, {truth_info["cracked_slices"]} cracked slices</div>')
@@ -323,8 +254,10 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
     out.append("<h2 id=\"batteries\">Verdicts per battery</h2>")
     out.append("<p class=\"note\">A battery is NG when a model confirms a crack (a track through "
                f"{metrics['models'][models[0]]['min_consecutive_slices']} or more consecutive slices). Yellow rows: "
-               "the models disagree, or one is wrong. Top score: the highest crop score (PatchCore) or box confidence "
-               "(RF-DETR) of the battery.</p>")
+               "the models disagree, or one is wrong. Top score: the highest crop score (score maps: "
+               f"{esc(_names([m for m in models if registry.get(m).evidence == 'maps']) or 'none')}) or box "
+               f"confidence (boxes: {esc(_names([m for m in models if registry.get(m).evidence == 'boxes']) or 'none')}"
+               ") of the battery.</p>")
     out.append(_battery_rows(batteries, models, truth_verdicts, table))
 
     if truth_info:
@@ -345,12 +278,12 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
                    "inspected scans in <code>evaluation.truth</code> for sensitivity, specificity and AP.</p>")
         rows = [[k, *[metrics["models"][m]["counts"][k] for m in models]]
                 for k in ("batteries_ng", "cracks", "slices_flagged", "slices_anomaly", "slices")]
-        out.append(table_html(rows, ["", *[MODEL_NAMES[m] for m in models]]))
+        out.append(table_html(rows, ["", *[registry.display(m) for m in models]]))
 
     out.append("<h2 id=\"made\">How the models were made</h2>")
     for m in models:
         text, warning = made[m]
-        out.append(f"<p><b>{esc(MODEL_NAMES[m])}</b>: {esc(text)}.</p>")
+        out.append(f"<p><b>{esc(registry.display(m))}</b>: {esc(text)}.</p>")
         if warning:
             out.append(f"<p class=\"miss\"><b>{esc(warning)}</b></p>")
 
@@ -367,16 +300,18 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
         out.append("<p class=\"note\">ROC, PR and F1 curves need ground truth.</p>")
 
     if metrics.get("agreement"):
-        out.append("<h2 id=\"agreement\">Agreement of the two models</h2>")
+        out.append(f"<h2 id=\"agreement\">Agreement of the {'two ' if len(models) == 2 else ''}models</h2>")
         out.append(_agreement(metrics["agreement"]))
     gallery = sorted(gallery_dir.glob("*.png"))
     n_dis = len(report["disagreements"])
     out.append("<h2 id=\"gallery\">Disagreements</h2>")
-    what = "the two models' slice verdicts differ" if metrics.get("agreement") else "the model and the truth differ"
+    what = "the models' slice verdicts differ" if metrics.get("agreement") else "the model and the truth differ"
+    panels = "; ".join(f"{registry.display(m)}'s anomaly map" if registry.get(m).evidence == "maps" else
+                       f"{registry.display(m)}'s boxes above its threshold (red) and its three best below it (dashed)"
+                       for m in models)
     out.append(f"<p class=\"note\">{n_dis} slices where {what}; one slice of each run of consecutive such slices is "
                f"shown ({len(gallery)} here). Left: the crop with its ROI (dotted) and the true boxes (green); "
-               "middle: PatchCore's anomaly map; right: RF-DETR's boxes above its threshold (red) and its three best "
-               "below it (orange, dashed).</p>")
+               f"then, left to right: {esc(panels)}.</p>")
     for p in gallery:
         out.append(figure(p, esc(p.stem)))
 
@@ -393,6 +328,11 @@ def build_html(report: dict, models: list[str], batteries: pd.DataFrame, folders
     out.append(_facts(facts, models))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _names(models: list[str]) -> str:
+    names = [registry.display(m) for m in models]
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _facts(facts: dict, models: list[str]) -> str:
@@ -429,7 +369,7 @@ def _facts(facts: dict, models: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_report(out_path: str | Path, comparison_files: dict[str, str], models: list[str], batteries: str,
+def write_report(*, out_path: str | Path, comparison_files: dict[str, str], models: list[str], batteries: str,
                  folders: dict[str, str], scans: str, qc: str, benchmarks: list[str], benchmark_root: str,
                  model_files: dict[str, str | None], config: dict, notes: str | None = None) -> None:
     """Gather the run's facts and write the report page atomically."""
@@ -439,7 +379,8 @@ def write_report(out_path: str | Path, comparison_files: dict[str, str], models:
     facts = {"scans": read_table(scans), "qc": read_table(qc) if Path(qc).is_file() else pd.DataFrame(),
              "notes": read_table(notes) if notes and Path(notes).is_file() else None,
              "rule_times": rule_times(benchmarks, benchmark_root), "model_files": model_files, "config": config,
-             "versions": package_versions(*VERSIONED)}
+             "versions": package_versions(*dict.fromkeys(
+                 [*VERSIONED, *(p for m in models for p in registry.get(m).packages)]))}
     page = build_html(read_outputs(comparison_files), models, read_table(batteries), folders, facts)
     write_text(out_path, page)
     log.info("report %s: %.1f kB", out_path, len(page.encode("utf-8")) / 1024)

@@ -2,8 +2,8 @@ rule decide:
     # Decisions and the drawings of them in one job: a threshold change reruns both
     # anyway, and one job instead of two halves what Snakemake plans and starts.
     input:
-        model_output=model_output_folder,
-        # PatchCore's model.json when its threshold is `auto`: the threshold lives there.
+        evidence=evidence_folder,
+        # The model's model.json when its threshold is `auto`: the threshold lives there.
         model_meta=decision_model_meta,
         crops=FOLDERS["crops"],
         slices=ancient(f"{RESULTS}/slices.tsv"),
@@ -24,7 +24,7 @@ rule decide:
         mem_mb=1000,
         runtime=batch_minutes(10, 5),
     params:
-        settings=lambda wildcards: aw.decision_params(config, wildcards.model),
+        settings=lambda wildcards: plan.decision_params(config, wildcards.model),
         scans=batch_records,
         class_label=config["class_label"],
         thickness=config["decisions"]["box_thickness"],
@@ -48,7 +48,7 @@ rule publish:
         mem_mb=1000,
         runtime=30,
     params:
-        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        scans=lambda wildcards: scan_records("inspect"),
         files=publish_files,
         export_csv=config["export_ai_csv_files"],
     script:
@@ -57,7 +57,7 @@ rule publish:
 
 rule summarise:
     input:
-        lambda wildcards: decision_folders(aw.models(config)),
+        lambda wildcards: decision_folders(MODELS),
     output:
         detections=f"{RESULTS}/tables/detections.csv",
         cracks=f"{RESULTS}/tables/cracks.csv",
@@ -74,9 +74,9 @@ rule summarise:
         mem_mb=2000,
         runtime=10,
     params:
-        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        scans=lambda wildcards: scan_records("inspect"),
         files=summary_files,
-        models=aw.models(config),
+        models=MODELS,
         min_slices=config["decisions"]["min_consecutive_slices"],
     script:
         "../scripts/summarise.py"

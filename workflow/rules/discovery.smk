@@ -16,7 +16,7 @@ checkpoint discover_scans:
         mem_mb=1000,
         runtime=10,
     params:
-        sources=[vars(src) for src in aw.sources(config)],
+        sources=[vars(src) for src in plan.sources(config)],
         discovery=config["discovery"],
         filter_index_range=config["filter_index_range"],
         # Reruns discovery when scans appear in, vanish from or are exported again into

@@ -12,12 +12,12 @@ rule train_patchcore:
         "../../envs/anodect.yaml"
     threads: config["patchcore"]["threads"]
     resources:
-        **aw.gpu_resources(config, "patchcore"),
+        **PLUGINS["patchcore"].gpu_resources(config),
         mem_mb=4000,
         runtime=60,
     params:
-        settings=aw.patchcore_params(config, "train"),
-        scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_normal"),
+        settings=plan.model_settings(config, "patchcore", "train_patchcore"),
+        scans=lambda wildcards: scan_records("train_normal"),
         crops=lambda wildcards: scan_files("crops", "train_normal"),
     script:
         "../scripts/train_patchcore.py"
@@ -26,12 +26,12 @@ rule train_patchcore:
 rule score_patchcore:
     input:
         crops=FOLDERS["crops"],
-        model=patchcore_model_files,
+        model=model_files("patchcore"),
         # The batch's scans (a param) come from the sample sheet: declared, so a
         # cluster job of this rule knows it depends on the discovery checkpoint.
         sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
-        directory(FOLDERS["scores"]),
+        directory(FOLDERS["patchcore"]),
     log:
         f"{RESULTS}/logs/score_patchcore/{{batch}}.log",
     benchmark:
@@ -40,13 +40,13 @@ rule score_patchcore:
         "../../envs/anodect.yaml"
     threads: config["patchcore"]["threads"]
     resources:
-        **aw.gpu_resources(config, "patchcore"),
+        **PLUGINS["patchcore"].gpu_resources(config),
         mem_mb=2000,
         runtime=batch_minutes(10, 10),
     params:
         scans=batch_scan_ids,
-        settings=aw.patchcore_params(config, "score"),
-        folder=aw.patchcore_model_folder(config) or f"{RESULTS}/patchcore/model",
+        settings=plan.model_settings(config, "patchcore", "score_patchcore"),
+        folder=PLUGINS["patchcore"].model_path(config),
         resize_size=config["resize_size"],
     script:
         "../scripts/score_patchcore.py"

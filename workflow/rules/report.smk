@@ -1,12 +1,13 @@
 rule evaluate:
     input:
-        unpack(output_folders),
+        unpack(evidence_folders),
         slices=f"{RESULTS}/tables/slices.csv",
         cracks=f"{RESULTS}/tables/cracks.csv",
         batteries=f"{RESULTS}/tables/batteries.csv",
         crops=lambda wildcards: folders("crops", "inspect"),
         truth=truth_files,
-        patchcore_meta=patchcore_threshold_meta,
+        # Each model's model.json when its threshold is `auto`: the threshold lives there.
+        threshold_meta=lambda wildcards: list(threshold_metas(wildcards).values()),
     output:
         metrics_json=f"{RESULTS}/report/metrics.json",
         metrics_csv=f"{RESULTS}/report/metrics.csv",
@@ -26,12 +27,11 @@ rule evaluate:
         mem_mb=2000,
         runtime=20,
     params:
-        scans=lambda wildcards: aw.scan_records(sample_sheet(), "inspect"),
+        scans=lambda wildcards: scan_records("inspect"),
         files=comparison_files,
-        settings={
-            model: aw.decision_params(config, model) for model in aw.models(config)
-        },
-        truth=aw.evaluation_truth(config),
+        settings={model: plan.decision_params(config, model) for model in MODELS},
+        threshold_meta=threshold_metas,
+        truth=plan.evaluation_truth(config),
         gallery_max=config["evaluation"]["gallery_max"],
     script:
         "../scripts/evaluate.py"
@@ -39,7 +39,7 @@ rule evaluate:
 
 rule plot_report:
     input:
-        unpack(output_folders),
+        unpack(evidence_folders),
         **rules.evaluate.output,
         cracks_table=f"{RESULTS}/tables/cracks.csv",
         crops=lambda wildcards: folders("crops", "inspect"),
@@ -78,9 +78,9 @@ rule plot_report:
         mem_mb=2000,
         runtime=20,
     params:
-        scans=lambda wildcards: aw.scan_ids(sample_sheet(), "inspect"),
+        scans=lambda wildcards: scan_ids("inspect"),
         files=comparison_files,
-        models=aw.models(config),
+        models=MODELS,
         max_profiles=config["evaluation"]["max_profiles"],
     script:
         "../scripts/plot_report.py"
@@ -116,7 +116,7 @@ rule report:
         mem_mb=1000,
         runtime=10,
     params:
-        models=aw.models(config),
+        models=MODELS,
         model_files=model_metadata_files,
         benchmark_root=f"{RESULTS}/benchmarks",
         run_config=json.loads(json.dumps(config)),

@@ -2,7 +2,12 @@ rule rfdetr_dataset:
     input:
         annotated=lambda wildcards: folders("crops", "train_defect"),
         normal=normal_crops,
-        annotations=rfdetr_annotation_inputs,
+        # The demo's annotations appear during the run; a user's are read now.
+        annotations=lambda wildcards: (
+            rules.generate_demo.output.annotations
+            if PLUGINS["rfdetr"].annotations_generated(config)
+            else plan.annotation_inputs(config["training"]["annotations_dir"] or "")
+        ),
     output:
         directory(f"{RESULTS}/rfdetr/dataset"),
     log:
@@ -16,10 +21,10 @@ rule rfdetr_dataset:
         mem_mb=2000,
         runtime=20,
     params:
-        settings=aw.rfdetr_params(config, "dataset"),
+        settings=dict(config["rfdetr"]["dataset"]),
         annotations_dir=config["training"]["annotations_dir"],
         class_label=config["class_label"],
-        scans=lambda wildcards: aw.scan_records(sample_sheet(), "train_defect"),
+        scans=lambda wildcards: scan_records("train_defect"),
         annotated=lambda wildcards: scan_files("crops", "train_defect"),
         normal=lambda wildcards: scan_files("crops", "train_normal"),
     script:
@@ -40,11 +45,11 @@ rule train_rfdetr:
         "../../envs/anodect.yaml"
     threads: config["rfdetr"]["threads"]
     resources:
-        **aw.gpu_resources(config, "rfdetr"),
+        **PLUGINS["rfdetr"].gpu_resources(config),
         mem_mb=6000,
         runtime=240,
     params:
-        settings=aw.rfdetr_params(config, "train"),
+        settings=plan.model_settings(config, "rfdetr", "train_rfdetr"),
         class_label=config["class_label"],
     script:
         "../scripts/train_rfdetr.py"
@@ -53,12 +58,12 @@ rule train_rfdetr:
 rule predict_rfdetr:
     input:
         crops=FOLDERS["crops"],
-        model=rfdetr_model_files,
+        model=model_files("rfdetr"),
         # The batch's scans (a param) come from the sample sheet: declared, so a
         # cluster job of this rule knows it depends on the discovery checkpoint.
         sheet=ancient(f"{RESULTS}/scans.tsv"),
     output:
-        directory(FOLDERS["predictions"]),
+        directory(FOLDERS["rfdetr"]),
     log:
         f"{RESULTS}/logs/predict_rfdetr/{{batch}}.log",
     benchmark:
@@ -67,13 +72,12 @@ rule predict_rfdetr:
         "../../envs/anodect.yaml"
     threads: config["rfdetr"]["threads"]
     resources:
-        **aw.gpu_resources(config, "rfdetr"),
+        **PLUGINS["rfdetr"].gpu_resources(config),
         mem_mb=3000,
         runtime=batch_minutes(10, 10),
     params:
         scans=batch_scan_ids,
-        settings=aw.rfdetr_params(config, "predict"),
-        checkpoint=aw.rfdetr_checkpoint(config)
-        or f"{RESULTS}/rfdetr/model/checkpoint.pth",
+        settings=plan.model_settings(config, "rfdetr", "predict_rfdetr"),
+        checkpoint=PLUGINS["rfdetr"].model_path(config),
     script:
         "../scripts/predict_rfdetr.py"

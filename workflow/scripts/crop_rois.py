@@ -5,7 +5,7 @@ from functools import partial
 from anodect import logs
 from anodect.config import rois_from_config
 from anodect.crops import crop_batch
-from anodect.workflow import scan_slices
+from anodect.sheets import scan_slices
 
 logs.to_file(snakemake.log[0])
 crop_batch(

@@ -5,7 +5,7 @@ import logging
 from anodect import logs
 from anodect.discovery import notes_table, scans_table, slices_table
 from anodect.io import write_table
-from anodect.workflow import discover_sources
+from anodect.discovery import discover_sources
 
 logs.to_file(snakemake.log[0])
 skipped = []

@@ -10,12 +10,11 @@ scans = snakemake.params.scans
 files = snakemake.params.files  # per-scan files inside the batch folders the rule takes
 models = snakemake.params.models
 write_figures(
-    read_outputs(dict(snakemake.input.items())),
-    models,
-    read_table(snakemake.input.cracks_table),
-    files_by_scan(files["crops"], scans),
-    dict(snakemake.output.items()),
-    files_by_scan(files["patchcore"], scans) if "patchcore" in models else None,
-    files_by_scan(files["rfdetr"], scans) if "rfdetr" in models else None,
-    snakemake.params.max_profiles,
+    report=read_outputs(dict(snakemake.input.items())),
+    models=models,
+    cracks=read_table(snakemake.input.cracks_table),
+    crop_paths=files_by_scan(files["crops"], scans),
+    outputs=dict(snakemake.output.items()),
+    evidence_paths={model: files_by_scan(files[model], scans) for model in models},
+    max_profiles=snakemake.params.max_profiles,
 )

@@ -6,16 +6,16 @@ from anodect.report import write_report
 logs.to_file(snakemake.log[0])
 inputs = snakemake.input
 write_report(
-    snakemake.output[0],
-    dict(inputs.items()),
-    snakemake.params.models,
-    inputs.batteries,
-    {name: getattr(inputs, name) for name in ("figures", "profiles", "gallery")},
-    inputs.scans,
-    inputs.qc,
-    list(inputs.benchmarks),
-    snakemake.params.benchmark_root,
-    snakemake.params.model_files,
-    snakemake.params.run_config,
-    inputs.notes,
+    out_path=snakemake.output[0],
+    comparison_files=dict(inputs.items()),
+    models=snakemake.params.models,
+    batteries=inputs.batteries,
+    folders={name: getattr(inputs, name) for name in ("figures", "profiles", "gallery")},
+    scans=inputs.scans,
+    qc=inputs.qc,
+    benchmarks=list(inputs.benchmarks),
+    benchmark_root=snakemake.params.benchmark_root,
+    model_files=snakemake.params.model_files,
+    config=snakemake.params.run_config,
+    notes=inputs.notes,
 )

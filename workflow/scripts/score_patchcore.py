@@ -9,5 +9,5 @@ logs.to_file(snakemake.log[0])
 set_threads(snakemake.threads)
 settings = PatchCoreSettings.from_config(snakemake.params.settings)
 # Loaded once for the whole batch: the load and the imports are most of a small scan's job.
-model = load(snakemake.params.folder, settings, snakemake.params.resize_size)
-score_batch(model, snakemake.input.crops, snakemake.params.scans, snakemake.output[0])
+scorer = load(snakemake.params.folder, settings, snakemake.params.resize_size)
+score_batch(scorer, snakemake.input.crops, snakemake.params.scans, snakemake.output[0])

@@ -32,6 +32,7 @@ import tifffile
 
 from ..config import Roi
 from ..io import atomic_path, write_json
+from ..synthesis import capsule_band, capsule_polygon, taper
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ class CrackSpec:
         k = slice_index - self.first_slice
         n = self.last_slice - self.first_slice + 1
         dx, dy = self.drift[k]
-        taper = 0.55 + 0.45 * math.sin(math.pi * (k + 0.5) / n)
-        return self.x + dx, self.y + dy, self.length * taper, self.width
+        return self.x + dx, self.y + dy, self.length * taper(k, n), self.width
 
     def polygon(self, slice_index: int) -> np.ndarray | None:
         """Corners (4x2, x/y) of the rectangle outside which the crack changes nothing."""
@@ -88,18 +88,7 @@ class CrackSpec:
         if geo is None:
             return None
         x, y, length, width = geo
-        half_w = width / 2 + 0.5
-        half_l = length / 2 + half_w
-        ux, uy = math.cos(self.angle), math.sin(self.angle)
-        vx, vy = -uy, ux
-        return np.array(
-            [
-                (x - ux * half_l - vx * half_w, y - uy * half_l - vy * half_w),
-                (x + ux * half_l - vx * half_w, y + uy * half_l - vy * half_w),
-                (x + ux * half_l + vx * half_w, y + uy * half_l + vy * half_w),
-                (x - ux * half_l + vx * half_w, y - uy * half_l + vy * half_w),
-            ]
-        )
+        return capsule_polygon(x, y, self.angle, length, width)
 
 
 @dataclass
@@ -184,17 +173,7 @@ def _spiral(cell: "CellSpec", r: np.ndarray, theta: np.ndarray, slice_index: int
 def _crack_band(crack: "CrackSpec", slice_index: int, shape: tuple[int, int]):
     """Soft mask (0..1) of a crack in a window of the slice, and the window's origin."""
     x, y, length, width = crack.geometry(slice_index)
-    poly = crack.polygon(slice_index)
-    x0, y0 = np.maximum(np.floor(poly.min(axis=0)).astype(int), 0)
-    x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
-    x1, y1 = min(x1, shape[1]), min(y1, shape[0])
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    ux, uy = math.cos(crack.angle), math.sin(crack.angle)
-    along = (xx - x) * ux + (yy - y) * uy
-    across = -(xx - x) * uy + (yy - y) * ux
-    # Distance to the crack's centre segment (a capsule), soft by half a pixel.
-    dist = np.hypot(np.maximum(np.abs(along) - length / 2, 0), across)
-    return np.clip(width / 2 + 0.5 - dist, 0, 1), (x0, y0, x1, y1), (xx, yy)
+    return capsule_band(x, y, crack.angle, length, width, shape)
 
 
 def _anode_crossed(cell: "CellSpec", crack: "CrackSpec", slice_index: int, lut_anode: np.ndarray) -> float:

@@ -37,13 +37,11 @@ import numpy as np
 import tifffile
 
 from ..config import Roi
-from .generator import AXIS_FOLDER, SPLITS, CrackSpec, _crack_band, battery_name, slice_filename
+from .generator import AXIS_FOLDER, SPLITS, CrackSpec, battery_name, slice_filename
 from ..io import atomic_path, write_json
+from ..synthesis import capsule_band, darkening
 
 log = logging.getLogger(__name__)
-
-PSF_SIGMA = 0.8  # px: the scanner blur given to a crack; chosen by eye against the real layer edges, not fitted
-GAP_WINDOW = 9  # px: the dark gap beside a bright layer lies within this window
 
 # Crack difficulty: depth in grey levels of 255 (the slices' noise is about 3),
 # width and length in pixels, span in slices. `medium` is the level of issue #13.
@@ -206,22 +204,17 @@ def render_slice(volume: np.ndarray, cell: RealCell, centre: tuple[float, float]
 
 
 def crack_darkening(image: np.ndarray, crack: RealCrack, slice_index: int):
-    """Window and grey levels a crack removes from one slice, or None outside its span."""
-    if crack.geometry(slice_index) is None:
+    """Window and grey levels a crack removes from one slice (``synthesis.darkening``), or None
+    outside its span."""
+    geo = crack.geometry(slice_index)
+    if geo is None:
         return None
-    pad = 4
-    band, (x0, y0, x1, y1), _ = _crack_band(crack, slice_index, image.shape)
-    band = np.pad(band, pad)
-    x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
-    h, w = image.shape
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+    x, y, length, width = geo
+    band, window, _ = capsule_band(x, y, crack.angle, length, width, image.shape)
+    found = darkening(image, band, window, crack.depth)
+    if found is None:
         raise ValueError(f"crack {crack.crack_id} reaches the edge of the slice")
-    blurred = cv2.GaussianBlur(band, (0, 0), PSF_SIGMA)
-    local = cv2.GaussianBlur(image, (0, 0), 1.0)
-    gap = cv2.erode(local, np.ones((GAP_WINDOW, GAP_WINDOW), np.uint8))
-    # What a break can take away: the layer down to the gap beside it, at most `depth`.
-    room = np.clip(local[y0:y1, x0:x1] - gap[y0:y1, x0:x1], 0, crack.depth)
-    return (x0, y0, x1, y1), blurred * room
+    return found
 
 
 def _plan_crack(rng: np.random.Generator, clean: list[np.ndarray], cell: RealCell, crack_id: str,

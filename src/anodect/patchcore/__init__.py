@@ -1,5 +1,7 @@
-"""PatchCore, the unsupervised half: memory bank, scoring, and the original tool's files."""
+"""PatchCore, the unsupervised model: memory bank, scoring, and the original tool's files.
 
-from .model import PatchCore, PatchCoreSettings, ScoreResult, save_scores
-
-__all__ = ["PatchCore", "PatchCoreSettings", "ScoreResult", "save_scores"]
+Modules: ``plugin`` (what the pipeline asks of the model: names, choice, checks, model
+card; plain Python), ``backbones``, ``coreset``, ``search``, ``volume`` and ``model``
+(the model itself), ``legacy`` (the original tool's files) and ``stage`` (what the
+rule scripts call). Nothing heavy is imported here: the planner imports ``plugin``.
+"""

@@ -27,12 +27,11 @@ from PIL import Image
 from ..crops import trim_context
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, load_resnet_weights, torchvision_state
 from .model import ScoreResult
+from .plugin import INDEX_FILE, PARAMS_FILE, is_original_model
 from .search import NearestNeighbourIndex
 
 log = logging.getLogger(__name__)
 
-PARAMS_FILE = "patchcore_params.pkl"
-INDEX_FILE = "nnscorer_search_index.faiss"
 _HEADER = struct.Struct("<4siqqqBiQ")  # fourcc, d, ntotal, 2 dummies, is_trained, metric, n
 
 
@@ -246,11 +245,6 @@ class OriginalPatchCore:
         up = F.interpolate(torch.from_numpy(patch).unsqueeze(1), size=mask_size, mode="bilinear",
                            align_corners=False)[:, 0].numpy()
         return patch, np.stack([scipy.ndimage.gaussian_filter(m, sigma=4) for m in up])
-
-
-def is_original_model(folder: str | Path) -> bool:
-    folder = Path(folder)
-    return (folder / PARAMS_FILE).is_file() and (folder / INDEX_FILE).is_file()
 
 
 __all__ = ["OriginalPatchCore", "UnsafeModelFile", "is_original_model", "load_params", "read_flat_index",

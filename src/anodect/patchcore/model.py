@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import file_sha256, package_versions, save_arrays, write_json
+from .plugin import BANK_FILE, METADATA
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Geometry, build_backbone, feature_geometry
 from .coreset import greedy_coreset
 from .search import NearestNeighbourIndex
@@ -328,7 +329,7 @@ class PatchCore:
         meta = {**self.metadata, "bank_sha256": file_sha256(bank_path),
                 "model_id": file_sha256(bank_path, 12)}
         self.metadata = meta
-        write_json(folder / "model.json", meta)
+        write_json(folder / METADATA, meta)
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str = "cpu", batch_size: int = 32,
@@ -340,7 +341,7 @@ class PatchCore:
                 match its metadata.
         """
         folder = Path(folder)
-        meta_path, bank_path = folder / "model.json", folder / "memory_bank.npy"
+        meta_path, bank_path = folder / METADATA, folder / BANK_FILE
         for p in (meta_path, bank_path):
             if not p.is_file():
                 raise ValueError(f"{p}: PatchCore model file missing")
@@ -447,25 +448,4 @@ def _versions() -> dict:
     return package_versions("anodect", "torch", "torchvision", "faiss-cpu", "numpy")
 
 
-def save_scores(path: str | Path, result: ScanScores, crop_set, model_id: str, volume: dict) -> None:
-    """The per-scan score file: raw and volume scores [slice, roi] and float16 maps [slice, roi, h, w].
-
-    Maps cover the ROI pixels only (h, w the ROI size). ``volume`` records the
-    settings the volume evidence was made with.
-    """
-    save_arrays(
-        path,
-        scan_id=np.array(crop_set.scan_id),
-        scores=result.scores.astype(np.float32),
-        maps=result.maps.astype(np.float16),
-        volume_scores=result.volume_scores.astype(np.float32),
-        volume_maps=result.volume_maps.astype(np.float16),
-        volume_settings=np.array(json.dumps(volume, sort_keys=True)),
-        slice_indices=crop_set.slice_indices,
-        roi_names=crop_set.roi_names,
-        roi_boxes=crop_set.roi_boxes,
-        model_id=np.array(model_id),
-    )
-
-
-__all__ = ["PatchCore", "PatchCoreSettings", "ScanScores", "ScoreResult", "inner_patches", "patch_scores_to_maps", "save_scores"]
+__all__ = ["PatchCore", "PatchCoreSettings", "ScanScores", "ScoreResult", "inner_patches", "patch_scores_to_maps"]

@@ -12,8 +12,10 @@ from ..batches import scan_context, scan_file
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
 from ..io import atomic_dir
-from .legacy import OriginalPatchCore, is_original_model
-from .model import PatchCore, PatchCoreSettings, ScanScores, save_scores
+from ..evidence import ScoreMaps
+from .legacy import OriginalPatchCore
+from .model import PatchCore, PatchCoreSettings, ScanScores
+from .plugin import is_original_model
 from .volume import VolumeSettings, volume_maps, volume_scores
 
 log = logging.getLogger(__name__)
@@ -44,42 +46,74 @@ def train(crop_paths: list[str], scans: list[dict], settings: PatchCoreSettings,
     return model
 
 
-def load(folder: str | Path, settings: PatchCoreSettings, resize_size=(168, 128)):
+class Scorer:
+    """A loaded PatchCore, anodect's own or the original tool's: two loaders of one model.
+
+    Both give the same evidence file: raw scores and maps, and the volume evidence
+    (the original's with no slab, as it was trained).
+    """
+
+    def __init__(self, model, volume: VolumeSettings, model_id: str):
+        self.model = model
+        self.volume = volume
+        self.model_id = model_id
+
+    @classmethod
+    def anodect(cls, model: PatchCore) -> "Scorer":
+        return cls(model, VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1})),
+                   model.metadata.get("model_id", "original"))
+
+    @classmethod
+    def original(cls, model: OriginalPatchCore) -> "Scorer":
+        return cls(model, VolumeSettings(slab=1), model.metadata.get("model_id", model.metadata.get("weights_id",
+                                                                                                    "original")))
+
+    def check(self, crop_set: CropSet) -> None:
+        """Crops the model cannot score (another size or context) stop here, naming the difference."""
+        check = getattr(self.model, "check_compatible", None)
+        if check is not None:
+            check(crop_set.crops.shape[-2:], crop_set.context)
+
+    def evidence(self, crop_set: CropSet) -> ScanScores:
+        s, r, h, w = crop_set.crops.shape
+        if hasattr(self.model, "score_volume"):
+            return self.model.score_volume(crop_set.crops, crop_set.slice_indices, crop_set.context)
+        raw = self.model.score(crop_set.crops.reshape(s * r, h, w), crop_set.context)
+        maps = raw.maps.reshape(s, r, *raw.maps.shape[1:])
+        vmaps = volume_maps(maps, crop_set.slice_indices, self.volume)
+        return ScanScores(raw.scores.reshape(s, r), maps, volume_scores(vmaps), vmaps, raw.timings)
+
+
+def load(folder: str | Path, settings: PatchCoreSettings, resize_size=(168, 128)) -> Scorer:
     """A saved anodect model, or the original tool's files, from ``folder``."""
     device = resolve_device(settings.device)
     folder = Path(folder)
     if is_original_model(folder):
-        return OriginalPatchCore(folder, resize_size, settings.weights_path, settings.download_weights,
-                                 device, batch_size=min(settings.batch_size, 8))
-    return PatchCore.load(folder, device, settings.batch_size, settings.weights_path, settings.download_weights)
+        return Scorer.original(OriginalPatchCore(folder, resize_size, settings.weights_path,
+                                                 settings.download_weights, device,
+                                                 batch_size=min(settings.batch_size, 8)))
+    return Scorer.anodect(PatchCore.load(folder, device, settings.batch_size, settings.weights_path,
+                                         settings.download_weights))
 
 
-def score_scan(model, crops_path: str | Path, out_path: str | Path) -> dict:
+def score_scan(scorer: Scorer, crops_path: str | Path, out_path: str | Path) -> dict:
     """Score every slice x ROI of one scan and write its score file; returns timings."""
     t0 = time.perf_counter()
     crop_set = CropSet.load(crops_path)
     s, r, h, w = crop_set.crops.shape
-    if isinstance(model, PatchCore):
-        model.check_compatible((h, w), crop_set.context)
-    c = crop_set.context
+    scorer.check(crop_set)
     if s == 0:
         # A scan with no usable slice (see crops.crop_scan): an empty score file keeps the run going.
         empty = np.zeros(crop_set.inner().shape, np.float32)
         result = ScanScores(np.zeros((0, r), np.float32), empty, np.zeros((0, r), np.float32), empty)
         log.warning("%s: no usable slice, nothing to score", crop_set.scan_id)
-    elif isinstance(model, PatchCore):
-        result = model.score_volume(crop_set.crops, crop_set.slice_indices, c)
     else:
-        # The original tool's model: its own scoring, then the same volume evidence (no slab).
-        raw = model.score(crop_set.crops.reshape(s * r, h, w), c)
-        maps = raw.maps.reshape(s, r, *raw.maps.shape[1:])
-        vmaps = volume_maps(maps, crop_set.slice_indices, _volume(model))
-        result = ScanScores(raw.scores.reshape(s, r), maps, volume_scores(vmaps), vmaps, raw.timings)
-    if s and s < _volume(model).min_slices:
+        result = scorer.evidence(crop_set)
+    if s and s < scorer.volume.min_slices:
         log.warning("%s: %d slices, fewer than patchcore.volume.min_slices (%d): no volume evidence for this "
-                    "scan, only its raw maps", crop_set.scan_id, s, _volume(model).min_slices)
-    model_id = model.metadata.get("model_id", model.metadata.get("weights_id", "original"))
-    save_scores(out_path, result, crop_set, model_id, _volume(model).as_dict())
+                    "scan, only its raw maps", crop_set.scan_id, s, scorer.volume.min_slices)
+    ScoreMaps.from_crops(crop_set, result.scores, result.maps, scorer.model_id, result.volume_scores,
+                         result.volume_maps, scorer.volume.as_dict()).save(out_path)
     elapsed = time.perf_counter() - t0
     log.info("%s: %d crops in %.2f s (%.1f crops/s), max score %.3f, max volume score %.3f", crop_set.scan_id,
              s * r, elapsed, s * r / max(elapsed, 1e-9), float(result.scores.max()) if s else float("nan"),
@@ -87,14 +121,7 @@ def score_scan(model, crops_path: str | Path, out_path: str | Path) -> dict:
     return {"crops": s * r, "seconds": elapsed, **result.timings}
 
 
-def _volume(model) -> VolumeSettings:
-    """The volume settings a model was trained with (the original tool's: no slab)."""
-    if isinstance(model, PatchCore):
-        return VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1}))
-    return VolumeSettings(slab=1)
-
-
-def score_batch(model, crops_dir: str | Path, scan_ids: list[str], out_dir: str | Path) -> None:
+def score_batch(scorer: Scorer, crops_dir: str | Path, scan_ids: list[str], out_dir: str | Path) -> None:
     """Score each scan of a batch (``anodect.batches``) into ``out_dir``, one file per scan.
 
     The model is loaded once by the caller for the whole batch; the folder appears whole
@@ -103,4 +130,4 @@ def score_batch(model, crops_dir: str | Path, scan_ids: list[str], out_dir: str 
     with atomic_dir(out_dir) as out:
         for scan_id in scan_ids:
             with scan_context(scan_id):
-                score_scan(model, scan_file(crops_dir, scan_id, "crops"), scan_file(out, scan_id, "scores"))
+                score_scan(scorer, scan_file(crops_dir, scan_id, "crops"), scan_file(out, scan_id, "scores"))

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..decisions import false_alarm_threshold  # noqa: F401 - re-exported: PatchCore sets its thresholds with it
+
 
 @dataclass(frozen=True)
 class VolumeSettings:
@@ -126,19 +128,6 @@ def volume_scores(vmaps: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         return np.where(np.isnan(flat).all(-1), np.nan, np.nanmax(np.where(np.isnan(flat), -np.inf, flat), -1)
                         ).astype(np.float32)
-
-
-def false_alarm_threshold(scores: np.ndarray, rate: float) -> float:
-    """The lowest threshold that at most ``rate`` of the held-out normal scores exceed.
-
-    Decisions flag a crop whose score is strictly above the threshold, so the
-    threshold is an observed score: the ``ceil((1 - rate) * n)``-th smallest.
-    """
-    scores = np.sort(np.asarray(scores, np.float64)[np.isfinite(scores)])
-    if not len(scores):
-        raise ValueError("no held-out score to set a threshold from")
-    k = min(len(scores), max(1, math.ceil((1.0 - rate) * len(scores))))
-    return float(scores[k - 1])
 
 
 __all__ = ["VolumeSettings", "false_alarm_threshold", "neighbour_mean", "slab_crops", "volume_maps",

@@ -23,14 +23,13 @@ import numpy as np
 
 from ..devices import resolve_device, set_threads
 from ..io import atomic_path, file_sha256, output_error, package_versions, write_json
-from ..names import START_WEIGHTS
+from ..registry import METADATA
+from .plugin import CHECKPOINT, START_WEIGHTS
 
 log = logging.getLogger(__name__)
 
 SIZES = {"nano": "RFDETRNano", "small": "RFDETRSmall", "medium": "RFDETRMedium",
          "base": "RFDETRBase", "large": "RFDETRLarge"}
-CHECKPOINT = "checkpoint.pth"
-METADATA = "model.json"
 # Below this much free space a failed checkpoint write is taken for a full disk.
 _LOW_DISK = 512 * 2**20
 

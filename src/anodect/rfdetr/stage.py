@@ -12,14 +12,15 @@ import pandas as pd
 from ..batches import scan_context, scan_file
 from ..crops import CropSet
 from ..devices import resolve_device, set_threads
-from ..io import atomic_dir, write_table
+from ..evidence import BoxTable
+from ..io import atomic_dir
 from .annotations import AnnotatedScan, annotation_files, place_annotations
 from .dataset import DatasetSettings, build_dataset, write_dataset
 from .model import Detection, Detector
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2", "confidence", "class_id", "model_id"]
+PREDICTION_COLUMNS = BoxTable.COLUMNS
 
 
 def make_dataset(annotated: list[tuple[dict, str]], normal_crops: list[str], annotations_dir: str | Path,
@@ -113,12 +114,13 @@ def predict_scan(detector: Detector, crops_path: str | Path, out_path: str | Pat
     crops = crops_for(detector, crop_set)
     if len(crops) == 0:
         log.warning("%s: no usable slice, nothing to predict", crop_set.scan_id)
-        write_table(out_path, pd.DataFrame(columns=PREDICTION_COLUMNS))
-        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+        empty = pd.DataFrame(columns=PREDICTION_COLUMNS)
+        BoxTable(empty).save(out_path)
+        return empty
     table = to_slice_boxes(detector.predict(crops, floor), crop_set, detector.context)
     table.insert(0, "scan_id", crop_set.scan_id)
     table["model_id"] = detector.model_id
-    write_table(out_path, table)
+    BoxTable(table).save(out_path)
     elapsed = time.perf_counter() - t0
     log.info("%s: %d crops in %.2f s (%.1f crops/s), %d boxes >= %.2f, best %.3f", crop_set.scan_id, len(crops),
              elapsed, len(crops) / max(elapsed, 1e-9), len(table), floor,

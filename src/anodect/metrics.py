@@ -1,4 +1,4 @@
-"""Evaluation: each model against ground truth at three levels, and the two models against each other.
+"""The metrics library: each model against ground truth at three levels, and models against each other.
 
 Slice level: AUROC and AP of the slice score (the best crop score or box
 confidence of the slice, thresholds not applied), precision/recall/F1 of the
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 TRUTH_CRACK_COLUMNS = ["scan_id", "roi", "crack_id", "first_slice", "last_slice", "x1", "y1", "x2", "y2"]
 TRUTH_BOX_COLUMNS = ["scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2"]
-CROP_SCORE_COLUMNS = ["model", "scan_id", "slice_index", "roi", "score"]
 
 
 @dataclass
@@ -172,42 +171,6 @@ def load_truth(spec: str | None, scans: list[dict], crop_paths: dict[str, str]) 
     if path.is_file():
         return truth_from_annotations([path], path.parent, scans, crop_paths)
     return truth_from_annotations(annotation_files(path), path, scans, crop_paths)
-
-
-# ---- model evidence, thresholds not applied ------------------------------------------------
-
-
-def patchcore_crop_scores(scores_path: str | Path, evidence: str = "slice") -> pd.DataFrame:
-    """Every crop's score from one scan's PatchCore score file, on the evidence decisions use.
-
-    ``slice``: the raw image score; ``volume``: the volume score (NaN for a scan too
-    short to have one).
-    """
-    from .decisions import EVIDENCE_ARRAYS
-    from .io import load_arrays
-
-    key = EVIDENCE_ARRAYS[evidence][0]
-    a = load_arrays(scores_path, ("scan_id", key, "slice_indices", "roi_names"))
-    a["scores"] = a[key]
-    s, r = a["scores"].shape
-    return pd.DataFrame({"model": "patchcore", "scan_id": str(a["scan_id"]),
-                         "slice_index": np.repeat(a["slice_indices"].astype(int), r),
-                         "roi": np.tile(a["roi_names"].astype(str), s),
-                         "score": a["scores"].reshape(-1).astype(float)}, columns=CROP_SCORE_COLUMNS)
-
-
-def rfdetr_crop_scores(predictions: pd.DataFrame, scan_id: str, slice_indices: list[int],
-                       roi_names: list[str]) -> pd.DataFrame:
-    """Every crop's top box confidence; 0 for a crop without a box above the score floor."""
-    grid = pd.MultiIndex.from_product([[int(i) for i in slice_indices], [str(n) for n in roi_names]],
-                                      names=["slice_index", "roi"])
-    best = predictions.groupby(["slice_index", "roi"])["confidence"].max() if len(predictions) else pd.Series(
-        dtype=float)
-    score = best.reindex(grid, fill_value=0.0).astype(float)
-    out = score.rename("score").reset_index()
-    out.insert(0, "scan_id", scan_id)
-    out.insert(0, "model", "rfdetr")
-    return out[CROP_SCORE_COLUMNS]
 
 
 def slice_scores(crop_scores: pd.DataFrame) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from anodect.evaluation import (agreement, battery_metrics, coco_box_ap, crack_metrics, iou_3d, load_truth,
+from anodect.metrics import (agreement, battery_metrics, coco_box_ap, crack_metrics, iou_3d, load_truth,
                                 match_cracks, run_score, slice_metrics, threshold_for_full_recall, truth_from_tables)
 
 
