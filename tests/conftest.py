@@ -54,6 +54,8 @@ def tiny_config(root: Path, demo_enabled: bool = True) -> dict:
         "training": {"normal_dir": str(demo_dir / "scans" / "train_normal"),
                      "annotated_dir": str(demo_dir / "scans" / "train_defect"),
                      "annotations_dir": str(demo_dir / "annotations" / "train_defect")},
+        # The crack segmenter shrunk to a smoke test: 20 steps of a narrow U-Net.
+        "segmenter": {"steps": 20, "channels": [8, 16, 32], "batch_size": 4, "patch": 32},
         # RF-DETR shrunk to a smoke test: one epoch at 64 px on a handful of crops.
         "rfdetr": {"resolution": 64, "epochs": 1, "num_queries": 10, "group_detr": 2,
                    "dataset": {"synthetic_crops": 8, "background_crops": 4}},

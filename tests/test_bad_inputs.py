@@ -14,7 +14,7 @@ from anodect.decisions import NO_DATA, battery_table
 from anodect.discovery import DiscoverySettings, discover, notes_table
 from anodect.groundtruth import AnnotationError
 from anodect.io import write_bytes
-from anodect.rfdetr.annotations import AnnotatedScan, place_annotations, read_annotation_file
+from anodect.annotations import AnnotatedScan, place_annotations, read_annotation_file
 
 from conftest import small_disk, tiny_config, write_slice
 

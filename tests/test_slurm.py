@@ -64,7 +64,7 @@ def test_the_demo_through_the_slurm_profile_matches_the_local_run(cluster, tmp_p
     assert not {f"rule_{r}" for r in grouped} & set(submitted), submitted
     # The batches (scans_per_job at its default, 10): one per role here, so 3 crop jobs (2 inspected,
     # 2 normal, 1 annotated scan) in 2 submissions of 2 components; the inspected batch's scoring,
-    # prediction and decisions (4 jobs, one component) in one submission.
+    # segmentation, prediction and decisions (6 jobs, one component) in one submission.
     batch_of = assign(read_sheet(slurm / "results" / "scans.tsv"), 10)
     crop_batches = len(set(batch_of.values()))
     inspect_batches = len({b for b in batch_of.values() if b.startswith("inspect")})
@@ -72,7 +72,8 @@ def test_the_demo_through_the_slurm_profile_matches_the_local_run(cluster, tmp_p
     components = profile["group-components"]
     assert submitted.get("group_crops") == math.ceil(crop_batches / components["crops"]), submitted
     assert submitted.get("group_batch") == math.ceil(inspect_batches / components["batch"]), submitted
-    assert submitted.get("rule_train_patchcore") == 1 and submitted.get("rule_train_rfdetr") == 1, submitted
+    for rule in ("train_patchcore", "train_segmenter", "train_rfdetr"):
+        assert submitted.get(f"rule_{rule}") == 1, submitted
     # Small-file aggregations are local rules: never queued.
     assert not {"rule_qc_table", "rule_summarise", "rule_report"} & set(submitted), submitted
     for rel in COMPARED:

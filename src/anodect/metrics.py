@@ -101,14 +101,14 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
                            link_margin: float = 2.0) -> Truth:
     """Ground truth from VIA or COCO polygons of the inspected scans.
 
-    Polygons are placed on slices and ROIs as for training (``anodect.rfdetr.annotations``);
+    Polygons are placed on slices and ROIs as for training (``anodect.annotations``);
     a polygon outside every ROI is not truth the models could see and is counted in
     the notes. A true crack is the chain of boxes linked across consecutive slices,
     as cracks are tracked for the models. Every slice of every inspected scan counts as
     annotated: a scan without a polygon is a true OK battery.
     """
     from .crops import CropSet
-    from .rfdetr.annotations import AnnotatedScan, place_annotations
+    from .annotations import AnnotatedScan, place_annotations
     from .tracking import Detection, TrackingSettings, link
 
     annotated = [AnnotatedScan(s, CropSet.load(crop_paths[s["scan_id"]])) for s in scans]
@@ -162,7 +162,7 @@ def load_truth(spec: str | None, scans: list[dict], crop_paths: dict[str, str]) 
     if not spec:
         return None
     from .crops import CropSet
-    from .rfdetr.annotations import annotation_files
+    from .annotations import annotation_files
 
     path = Path(spec)
     if path.is_dir() and (path / "slices.csv").is_file():

@@ -60,6 +60,13 @@ def annotation_inputs(folder: str) -> list[str]:
     return sorted(str(p) for p in root.rglob("*.json")) if root.is_dir() else []
 
 
+def annotations_generated(config: dict) -> bool:
+    """Whether the training annotations are the demo's (written by the demo rule during the run)."""
+    folder = config.get("training", {}).get("annotations_dir") or ""
+    demo = config.get("demo", {})
+    return bool(demo.get("enabled") and folder and inside(folder, demo["out_dir"]))
+
+
 def evaluation_truth(config: dict) -> str | None:
     """The ground truth the report scores the models against (``evaluation.truth``), None for none.
 
@@ -111,5 +118,5 @@ def decision_params(config: dict, model: str) -> dict:
     return registry.get(model).decision_params(config)
 
 
-__all__ = ["Source", "annotation_inputs", "decision_params", "evaluation_truth", "index_range", "inside",
+__all__ = ["Source", "annotation_inputs", "annotations_generated", "decision_params", "evaluation_truth", "index_range", "inside",
            "model_settings", "sources", "truth_generated", "truth_inputs"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Report order. The one place a model is added.
-ENTRIES = ("anodect.patchcore.plugin", "anodect.rfdetr.plugin")
+ENTRIES = ("anodect.patchcore.plugin", "anodect.segmenter.plugin", "anodect.rfdetr.plugin")
 
 # The kinds of per-scan evidence (anodect.evidence): the batch folder each kind is
 # written to, under the model's own folder.

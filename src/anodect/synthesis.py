@@ -185,8 +185,10 @@ class CrackRanges:
         width, length: pixels.
         slices: how many consecutive slices it spans.
         drift: standard deviation (px) of its centre's step from slice to slice.
-        angle_jitter: standard deviation (radians) of its direction about the ROI's radial
-            direction; None draws any direction.
+        across: share of cracks that run across the layers where they lie (their direction
+            the local structure's gradient, as a break of the electrode layers runs along the
+            cell's radius); the others take any direction.
+        angle_jitter: standard deviation (radians) of a crack's direction about the layers' normal.
         branch_probability: the share of cracks with one branch.
     """
 
@@ -195,7 +197,8 @@ class CrackRanges:
     length: tuple[float, float] = (6.0, 40.0)
     slices: tuple[int, int] = (3, 10)
     drift: float = 0.5
-    angle_jitter: float | None = None
+    across: float = 0.8
+    angle_jitter: float = 0.5
     branch_probability: float = 0.0
 
     @classmethod
@@ -205,12 +208,28 @@ class CrackRanges:
         return cls(**kwargs)
 
 
+def layer_normal(image: np.ndarray, x: float, y: float, radius: int = 6) -> float:
+    """Direction (radians) across the layers around (x, y): the dominant gradient orientation
+    of the structure tensor in a window of ``radius`` px."""
+    h, w = image.shape
+    x0, x1 = max(0, int(x) - radius), min(w, int(x) + radius + 1)
+    y0, y1 = max(0, int(y) - radius), min(h, int(y) + radius + 1)
+    patch = cv2.GaussianBlur(np.asarray(image, np.float32), (0, 0), 1.0)[y0:y1, x0:x1]
+    if patch.shape[0] < 3 or patch.shape[1] < 3:
+        return 0.0
+    gy, gx = np.gradient(patch)
+    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+    return 0.5 * math.atan2(2 * jxy, jxx - jyy)
+
+
 def sample(rng: np.random.Generator, shape: tuple[int, int], n_slices: int, ranges: CrackRanges,
-           centre: tuple[float, float] | None = None, margin: int = 2) -> Crack:
+           centre: tuple[float, float] | None = None, margin: int = 2, image: np.ndarray | None = None) -> Crack:
     """A crack drawn from ``ranges`` inside an image of ``shape``, in a stack of ``n_slices``.
 
     Args:
         centre: where the crack is centred (default: anywhere ``margin`` px inside the image).
+        image: a slice of the stack, for cracks across its layers (``ranges.across``); without
+            it every crack takes any direction.
     """
     n = int(rng.integers(ranges.slices[0], min(ranges.slices[1], n_slices) + 1))
     first = int(rng.integers(0, n_slices - n + 1))
@@ -219,7 +238,10 @@ def sample(rng: np.random.Generator, shape: tuple[int, int], n_slices: int, rang
         x, y = float(rng.uniform(margin, w - margin)), float(rng.uniform(margin, h - margin))
     else:
         x, y = centre
-    angle = float(rng.uniform(0, math.pi)) if ranges.angle_jitter is None else float(rng.normal(0, ranges.angle_jitter))
+    if image is not None and rng.random() < ranges.across:
+        angle = layer_normal(image, x, y) + float(rng.normal(0, ranges.angle_jitter))
+    else:
+        angle = float(rng.uniform(0, math.pi))
     steps = rng.normal(0, ranges.drift, size=(n, 2))
     steps[0] = 0
     drift = tuple(tuple(map(float, d)) for d in np.cumsum(steps, axis=0))
@@ -228,16 +250,6 @@ def sample(rng: np.random.Generator, shape: tuple[int, int], n_slices: int, rang
         branches = ((float(rng.choice([-1, 1]) * rng.uniform(0.4, 1.0)), float(rng.uniform(0.4, 0.8))),)
     return Crack(x, y, angle, float(rng.uniform(*ranges.length)), float(rng.uniform(*ranges.width)),
                  float(rng.uniform(*ranges.depth)), first, drift, branches)
-
-
-def noise_sigma(stack: np.ndarray) -> float:
-    """The slices' noise (grey levels): the MAD of the difference of neighbouring slices, / sqrt 2."""
-    stack = np.asarray(stack, np.float32)
-    if len(stack) < 2:
-        d = stack[0] - cv2.GaussianBlur(stack[0], (0, 0), 1.0)
-        return float(1.4826 * np.median(np.abs(d - np.median(d))))
-    d = np.diff(stack, axis=0)
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2))
 
 
 @dataclass
@@ -261,4 +273,4 @@ def render_into_crops(crops: np.ndarray, cracks: list[tuple[int, Crack]]) -> Ren
 
 
 __all__ = ["Crack", "CrackRanges", "FOOTPRINT_LEVEL", "GAP_WINDOW", "PSF_SIGMA", "Rendered", "capsule_band",
-           "capsule_polygon", "darkening", "noise_sigma", "render", "render_into_crops", "sample", "taper"]
+           "capsule_polygon", "darkening", "layer_normal", "render", "render_into_crops", "sample", "taper"]

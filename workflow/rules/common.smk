@@ -120,6 +120,14 @@ def normal_crops(wildcards):
     return folders("crops", "train_normal")
 
 
+def annotation_files_input():
+    """The training annotations as job inputs: the demo's folder (written during the run), or the
+    user's files (so an edited annotation reruns the jobs that read them)."""
+    if plan.annotations_generated(config):
+        return rules.generate_demo.output.annotations
+    return plan.annotation_inputs(config["training"]["annotations_dir"] or "")
+
+
 def model_files(model):
     """A model's files as a job input: the training rule's output when this run trains
     it, else the files of the model the config names."""

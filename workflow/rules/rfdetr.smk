@@ -2,12 +2,7 @@ rule rfdetr_dataset:
     input:
         annotated=lambda wildcards: folders("crops", "train_defect"),
         normal=normal_crops,
-        # The demo's annotations appear during the run; a user's are read now.
-        annotations=lambda wildcards: (
-            rules.generate_demo.output.annotations
-            if PLUGINS["rfdetr"].annotations_generated(config)
-            else plan.annotation_inputs(config["training"]["annotations_dir"] or "")
-        ),
+        annotations=lambda wildcards: annotation_files_input(),
     output:
         directory(f"{RESULTS}/rfdetr/dataset"),
     log:

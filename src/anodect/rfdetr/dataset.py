@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..groundtruth import CATEGORY
 from ..io import atomic_dir, write_json, write_table
-from .annotations import CropAnnotation
+from ..annotations import CropAnnotation
 
 log = logging.getLogger(__name__)
 

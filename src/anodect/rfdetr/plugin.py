@@ -48,14 +48,6 @@ class RFDETRPlugin(ModelPlugin):
             return ModelChoice("original", str(Path(config["output_dir_model_rf_detr"]) / config["rf_detr_checkpoint"]))
         return ModelChoice("path", choice)
 
-    def annotations_generated(self, config: dict) -> bool:
-        """Whether the training annotations are the demo's (written by the demo rule during the run)."""
-        from ..planning import inside
-
-        folder = config["training"].get("annotations_dir") or ""
-        demo = config.get("demo", {})
-        return bool(demo.get("enabled") and folder and inside(folder, demo["out_dir"]))
-
     def model_path(self, config: dict) -> str:
         return self.choice(config).path or f"{config['output_inference_dir']}/rfdetr/model/{CHECKPOINT}"
 

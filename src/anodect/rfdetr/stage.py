@@ -14,7 +14,7 @@ from ..crops import CropSet
 from ..devices import resolve_device, set_threads
 from ..evidence import BoxTable
 from ..io import atomic_dir
-from .annotations import AnnotatedScan, annotation_files, place_annotations
+from ..annotations import AnnotatedScan, annotation_files, place_annotations
 from .dataset import DatasetSettings, build_dataset, write_dataset
 from .model import Detection, Detector
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..crops import CropSet
-from ..groundtruth import AnnotationError, Polygon, read_via
+from .crops import CropSet
+from .groundtruth import AnnotationError, Polygon, read_via
 
 log = logging.getLogger(__name__)
 
