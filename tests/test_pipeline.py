@@ -127,11 +127,12 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
     snakemake(tmp_path)
-    config["rf_detr_threshold"] = 0.01
+    config["segmenter_threshold"] = 0.99
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
-    config["segmenter_threshold"] = 0.99
+    snakemake(tmp_path)
+    config["rf_detr_threshold"] = 0.01
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"decide": 1, "publish": 1, "summarise": 1,
                                                        **REPORT_JOBS}
@@ -163,6 +164,7 @@ def test_new_scan_reruns_only_its_own_crops(tmp_path, tiny_demo):
     config["input_dir"] = str(data)
     config["training"] = {"normal_dir": str(demo_dir / "scans" / "train_normal")}
     config["rfdetr"] = {"model": "none"}
+    config["segmenter"] = {"model": "none"}
     write_config(tmp_path / "config" / "config.yaml", config)
     snakemake(tmp_path)
     results = tmp_path / "results"
