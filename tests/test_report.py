@@ -62,7 +62,7 @@ def test_the_page_is_self_contained_and_says_what_it_shows(pages):
     assert drawn["figures"] == 4 and drawn["profiles"] == 2 and drawn["gallery"] >= 1
     assert html.count('src="data:image/png;base64,') == sum(drawn.values())
     for text in ("Metrics against the ground truth", "Verdicts per battery", "Agreement of the two models",
-                 "Cohen&#x27;s kappa", "Disagreements", "Slice profiles per battery", "Time per rule", "decide",
+                 "Cohen&#39;s kappa", "Disagreements", "Slice profiles per battery", "Time per rule", "decide",
                  "No slice was skipped", "名前: 値"):
         assert text in html, text
     none = pages["none"].read_text(encoding="utf-8")
