@@ -179,6 +179,40 @@ def test_dataset_folder_has_one_category_and_battery_disjoint_splits(tiny_traini
     assert again["dataset_id"] == manifest["dataset_id"]  # seeded: same inputs, same images
 
 
+def test_rendered_cracks_join_the_set_boxed_by_their_footprint_inside_the_roi(tiny_training):
+    """rendered_crops: cracks drawn into normal crops by anodect.synthesis, beside the pasted ones;
+    the pixels change inside the boxes alone, and the pasted and background crops stay as they were."""
+    tt = tiny_training
+    scans = _annotated(tt)
+    placed, _ = place_annotations(annotation_files(tt["annotations"]), tt["annotations"], scans)
+    annotated = {a.record["scan_id"]: a.crops for a in scans}
+    normal = {sid: cs for sid, cs in tt["sets"].items()
+              if sid in {r["scan_id"] for r in tt["records"]["train_normal"]}}
+    base = DatasetSettings(synthetic_crops=12, background_crops=4)
+    before, _ = build_dataset(placed, annotated, normal, base)
+    after, _ = build_dataset(placed, annotated, normal, DatasetSettings(synthetic_crops=12, background_crops=4,
+                                                                        rendered_crops=30))
+    rendered = [i for split in SPLITS for i in after[split] if i.kind == "rendered"]
+    assert len(rendered) >= 20 and all(i.boxes for i in rendered)
+    for split in SPLITS:
+        kept = [i for i in after[split] if i.kind != "rendered"]
+        assert [i.file_name for i in kept] == [i.file_name for i in before[split]]
+        assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(kept, before[split]))
+    for img in rendered:
+        cs = normal[img.scan_id]
+        p = int(np.flatnonzero(cs.slice_indices == img.slice_index)[0])
+        r = list(cs.roi_names).index(img.roi)
+        changed = img.pixels.astype(int) != cs.crops[p, r]
+        inside = np.zeros_like(changed)
+        for x1, y1, x2, y2 in img.boxes:
+            inside[max(0, y1 - 3):y2 + 3, max(0, x1 - 3):x2 + 3] = True  # the blur's reach below a grey level
+        rx1, ry1, rx2, ry2 = cs.roi_in_crop(r)
+        in_roi = np.zeros_like(changed)
+        in_roi[ry1:ry2, rx1:rx2] = True
+        assert (changed & in_roi).any() and not (changed & in_roi & ~inside).any(), img.file_name
+        assert all(rx1 <= x1 < x2 <= rx2 and ry1 <= y1 < y2 <= ry2 for x1, y1, x2, y2 in img.boxes)
+
+
 def test_one_annotated_battery_validates_on_train_and_says_so(tiny_training, tmp_path):
     tt = tiny_training
     annotated = [(tt["records"]["train_defect"][0], tt["crops"]["train_defect"][0])]

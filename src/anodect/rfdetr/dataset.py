@@ -6,6 +6,10 @@ splits and synthetic crops only combine defects and normal crops of the same spl
 every random choice comes from one seeded generator; several defects pasted into
 one crop keep their distance; defects too big for the ROI are skipped instead of
 crashing ``randint``; circles are searched once per crop.
+
+Beside the pasted defects, ``rendered_crops`` normal crops per run get cracks drawn
+by ``anodect.synthesis`` (the renderer the crack segmenter learns from), each box
+the crack's exact footprint: examples from normal cells alone, as many as asked.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from ..groundtruth import CATEGORY
+from ..synthesis import CrackRanges, render, sample
 from ..io import atomic_dir, write_json, write_table
 from ..annotations import CropAnnotation
 
@@ -43,6 +48,8 @@ class DatasetSettings:
     margin: int = 3
     contrast_factor: float = 0.6
     max_shift: int = 80
+    rendered_crops: int = 0
+    cracks: CrackRanges = CrackRanges()
     seed: int = 0
 
     @classmethod
@@ -53,6 +60,8 @@ class DatasetSettings:
         for key in ("split", "defects_per_crop"):
             if key in s:
                 s[key] = tuple(s[key])
+        if isinstance(s.get("cracks"), dict):
+            s["cracks"] = CrackRanges.from_config(s["cracks"])
         return cls(**{k: v for k, v in s.items() if k in cls.__dataclass_fields__})
 
 
@@ -177,7 +186,7 @@ class _Image:
     file_name: str
     pixels: np.ndarray
     boxes: list[tuple[int, int, int, int]]
-    kind: str  # real, synthetic, background
+    kind: str  # real, synthetic (pasted), rendered, background
     scan_id: str
     slice_index: int
     roi: str
@@ -243,6 +252,19 @@ def build_dataset(annotations: list[CropAnnotation], annotated: dict, normal: di
             pixels, boxes, sources = img
             images[split].append(_Image(f"syn{k:05d}_{base}.png", pixels, boxes, "synthetic", **common,
                                         sources=sources))
+        # Rendered cracks come last, from a generator of their own: the crops above stay as they were.
+        n_ren = int(round(settings.rendered_crops * frac))
+        if n_ren:
+            ren_rng = np.random.default_rng([settings.seed, SPLITS.index(split), 1])
+            order = ren_rng.permutation(len(pool))
+            for k, i in enumerate(np.resize(order, n_ren)):
+                sid, p, r = pool[int(i)]
+                cs = normal[sid]
+                base = f"{sid}_{int(cs.slice_indices[p]):04d}_{cs.roi_names[r]}"
+                img = rendered_crop(cs.crops[p, r], cs.roi_in_crop(r), settings, ren_rng)
+                if img is not None:
+                    images[split].append(_Image(f"ren{k:05d}_{base}.png", *img, "rendered", scan_id=sid,
+                                                slice_index=int(cs.slice_indices[p]), roi=str(cs.roi_names[r])))
     if not any(i.boxes for i in images["valid"]) and any(i.boxes for i in images["train"]):
         # One annotated battery cannot be in two splits; rfdetr still needs positives to
         # validate on, so valid borrows train's images and the manifest says so.
@@ -269,6 +291,35 @@ def _synthetic(cs, p, r, defects, annotated, settings, rng, changes):
             boxes.append(box)
             sources.append(f"{ann.scan_id}:{ann.slice_index}:{annotated[ann.scan_id].roi_names[ann.roi]}")
     return (target, boxes, sources) if boxes else None
+
+
+def rendered_crop(crop: np.ndarray, roi: tuple[int, int, int, int], settings: DatasetSettings,
+                  rng: np.random.Generator) -> tuple[np.ndarray, list] | None:
+    """A normal crop with ``defects_per_crop`` rendered cracks centred in its ROI, boxed by their footprints.
+
+    Returns:
+        (pixels, boxes), or None when no crack left a footprint (laid where no bright
+        layer was to break).
+    """
+    x0, y0, x1, y1 = roi
+    ranges = CrackRanges(**{**settings.cracks.__dict__, "slices": (1, 1)})  # one crop: one slice
+    stack = crop.astype(np.float32)[None]
+    boxes = []
+    lo, hi = settings.defects_per_crop
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        centre = (float(rng.uniform(x0 + 4, x1 - 4)), float(rng.uniform(y0 + 4, y1 - 4)))
+        crack = sample(rng, crop.shape, 1, ranges, centre=centre, image=stack[0])
+        before = stack
+        stack, footprint = render(stack, crack)
+        # Boxed inside the ROI, as the truth is: the part in the crop's context is not inspected.
+        ys, xs = np.nonzero(footprint[0, y0:y1, x0:x1])
+        if not len(xs):
+            stack = before
+            continue
+        boxes.append((x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1))
+    if not boxes:
+        return None
+    return np.clip(np.rint(stack[0]), 0, 255).astype(np.uint8), boxes
 
 
 def coco_document(images: list[_Image], class_label: str) -> dict:
@@ -307,7 +358,7 @@ def write_dataset(out_dir: str | Path, images: dict[str, list[_Image]], split_of
             doc = coco_document(images[split], class_label)
             write_json(folder / ANNOTATIONS_FILE, doc)
             counts[split] = {kind: sum(1 for i in images[split] if i.kind == kind)
-                             for kind in ("real", "synthetic", "background")}
+                             for kind in ("real", "synthetic", "rendered", "background")}
             counts[split]["boxes"] = len(doc["annotations"])
         write_table(tmp / "boxes.csv", pd.DataFrame(rows, columns=[
             "split", "file_name", "kind", "scan_id", "slice_index", "roi", "x1", "y1", "x2", "y2", "pasted_from"]))

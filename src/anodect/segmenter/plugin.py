@@ -19,7 +19,9 @@ class SegmenterPlugin(ModelPlugin):
     evidence = "maps"
     colour = "#9467bd"
     threshold_key = "segmenter_threshold"
-    decision_keys = {"min_region_area": "min_region_area"}
+    # A crack's outline is where the map says "crack" (probability 0.5), whatever the crop threshold:
+    # the held-out threshold sits near 1 and would outline only the crack's core.
+    decision_keys = {"map_threshold": "segmenter_map_threshold", "min_region_area": "min_region_area"}
     train_rules = ("train_segmenter",)
     score_rule = "score_segmenter"
     packages = ()
