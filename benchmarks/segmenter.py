@@ -64,6 +64,7 @@ from anodect.tracking import TrackingSettings  # noqa: E402
 CANDIDATES = {
     "default": {},
     "narrow (16-32-64)": {"channels": [16, 32, 64]},
+    "residual 2-4 slices away": {"distant": [2, 4]},
     "1000 steps": {"steps": 1000},
 }
 BEYOND = CrackRanges(depth=(3.0, 8.0), width=(1.0, 2.0), length=(40.0, 70.0), slices=(4, 8), branch_probability=1.0)
@@ -81,15 +82,19 @@ def train(cells: dict, settings: SegmenterSettings, context: int) -> tuple[Segme
     return model, time.perf_counter() - t0
 
 
-def judge(model: Segmenter, test: dict, truth: Path, tracking: TrackingSettings, context: int) -> dict:
-    """Crop and slice AUROC, verdicts at the automatic threshold, crack recall, box AP."""
+def judge(model: Segmenter, test: dict, truth: Path, tracking: TrackingSettings, context: int,
+          map_threshold: float = 0.5, join: int = 3) -> dict:
+    """Crop and slice AUROC, verdicts at the automatic threshold, crack recall, box AP (regions
+    outlined at ``map_threshold`` with pieces ``join`` apart joined, as the pipeline's
+    ``decisions.segmenter_map_threshold`` and ``segmenter_region_join``)."""
     boxes = pd.read_csv(truth / "boxes.csv")
     positive = set(zip(boxes.battery_id, boxes.slice_index, boxes.roi))
     cells = pd.read_csv(truth / "cells.csv").set_index("battery_id")
     true_cracks = pd.read_csv(truth / "cracks.csv")
     true_cracks = true_cracks[true_cracks.battery_id.isin(test)]
     threshold = model.metadata["auto_threshold"]["slice"]
-    settings = DecisionSettings(threshold=threshold, tracking=tracking)
+    settings = DecisionSettings(threshold=threshold, tracking=tracking, map_threshold=map_threshold, box_score="peak",
+                                region_join=join)
     rows, cracks, verdicts, drawn, images = [], [], {}, [], []
     n_crops, seconds = 0, 0.0
     for name, cs in test.items():
@@ -222,7 +227,9 @@ def main() -> None:
                 for level, folder in folders.items():
                     test = load_crops(folder, rois, config, "test")
                     row = {"set": kind, "level": level, "seed": seed, "candidate": name, "train_seed": tseed,
-                           "fit_s": round(fit_s, 1), **judge(model, test, folder / "truth", tracking, context)}
+                           "fit_s": round(fit_s, 1), **judge(model, test, folder / "truth", tracking, context,
+                                     config["decisions"]["segmenter_map_threshold"],
+                                     config["decisions"]["segmenter_region_join"])}
                     if kind == "real" and level == levels[0]:
                         cells = pd.read_csv(folder / "truth" / "cells.csv").set_index("battery_id")
                         normal = {n: c for n, c in test.items() if cells.loc[n, "verdict"] != "NG"}

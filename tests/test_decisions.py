@@ -150,7 +150,7 @@ def test_a_scan_without_volume_evidence_is_no_data_on_it_and_judged_on_raw_maps(
 def test_a_scan_with_fewer_usable_slices_than_a_crack_needs_is_no_data(tmp_path):
     """3 usable slices with min_consecutive_slices 4: a crack can never be confirmed, so the scan
     is NO DATA (with its count of usable slices) in the battery table and the report, never OK."""
-    from anodect.report import _battery_rows
+    from anodect.report import _battery_table
 
     short = {**SCAN, "scan_id": "short"}
     rows = [(s, "left", 700, 500, 720, 520, 0.9) for s in (205, 206, 207)]
@@ -162,5 +162,5 @@ def test_a_scan_with_fewer_usable_slices_than_a_crack_needs_is_no_data(tmp_path)
     assert table["rfdetr_verdict"].tolist() == ["NO DATA", "OK"]
     assert table["rfdetr_slices"].tolist() == [3, len(SLICES)]
     scores = pd.DataFrame({"scan_id": ["short", SCAN["scan_id"]], "rfdetr_score": [0.9, 0.9]})
-    html = _battery_rows(table, ["rfdetr"], None, scores)
-    assert "NO DATA (3 slices judged)" in html
+    shown = _battery_table(table, ["rfdetr"], None, scores)
+    assert "NO DATA (3 slices judged)" in shown["rows"][0]["cells"]

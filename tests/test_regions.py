@@ -71,3 +71,17 @@ def test_one_box_convention_for_both_models_the_truth_and_the_metrics():
         assert coco_box_ap(boxes, found, images)["ap"] == pytest.approx(1.0)
     assert inclusive_pixels(*patchcore) == (20, 12, 22, 29)
     assert inclusive_pixels(20.4, 12.0, 22.6, 29.5) == (20, 12, 22, 29)
+
+
+def test_pieces_of_one_crack_join_into_one_box_only_when_asked():
+    """A crack across the layers shows as one piece per bright layer: ``join`` boxes them as one."""
+    m = np.zeros((40, 40), np.float32)
+    m[10:13, 10:13] = 0.9  # a piece on one layer
+    m[17:20, 12:15] = 0.8  # the next piece, 5 px further along the crack
+    m[35:38, 35:38] = 0.7  # something else, far off
+    apart = regions_from_map(m, 0.9, 0.5, 0.5, 4)
+    joined = regions_from_map(m, 0.9, 0.5, 0.5, 4, join=3)
+    assert len(apart) == 3 and len(joined) == 2
+    crack = joined[0]
+    assert (crack.x1, crack.y1, crack.x2, crack.y2, crack.area) == (10, 10, 15, 20, 18)
+    assert crack.peak == np.float32(0.9)

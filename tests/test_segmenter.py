@@ -74,7 +74,7 @@ def test_a_frozen_segmenter_reloads_and_scores_identically_and_refuses_altered_f
     folder = tmp_path / "model"
     trained.save(folder)
     meta = json.loads((folder / "model.json").read_text())
-    assert meta["format"] == "anodect-segmenter/1" and meta["model_id"].startswith("segmenter-")
+    assert meta["format"] == "anodect-segmenter/2" and meta["model_id"].startswith("segmenter-")
     assert meta["settings"]["channels"] == [12, 24, 48] and len(meta["training_scans"]) == 4
     again = Segmenter.load(folder)
     cell = real_cells[4]

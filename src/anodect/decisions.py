@@ -57,6 +57,8 @@ class DecisionSettings:
     min_region_area: int = 4  # score maps
     nms_iou: float = 0.5  # scored boxes
     evidence: str = "slice"  # score maps: "volume" or "slice" (raw) scores and maps
+    box_score: str = "crop"  # score maps: a box's score, its crop's ("crop") or its region's peak ("peak")
+    region_join: int = 0  # score maps: pieces up to 2x this many px apart are one region
 
 
 @dataclass
@@ -158,7 +160,8 @@ def settings_from_params(params: dict, model_meta: str | Path | None = None,
     """
     tracking = TrackingSettings(min_consecutive_slices=params["min_consecutive_slices"],
                                 max_gap=params["max_gap"], link_margin=params["link_margin"])
-    options = {k: params[k] for k in ("map_threshold", "min_region_area", "nms_iou", "evidence") if k in params}
+    options = {k: params[k] for k in ("map_threshold", "min_region_area", "nms_iou", "evidence", "box_score",
+                                      "region_join") if k in params}
     name = get_model(model).threshold_key if model else "threshold"
     threshold = resolve_threshold(params["threshold"], options.get("evidence", "slice"), model_meta, name)
     return DecisionSettings(threshold=threshold, tracking=tracking, **options)

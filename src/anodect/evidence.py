@@ -139,13 +139,15 @@ class ScoreMaps:
 
     def flagged(self, settings) -> pd.DataFrame:
         """The boxes of the crops above the decision threshold (``decisions.DecisionSettings``)."""
-        return self.boxes(settings.threshold, settings.map_threshold, settings.min_region_area, settings.evidence)
+        return self.boxes(settings.threshold, settings.map_threshold, settings.min_region_area, settings.evidence,
+                          settings.box_score, settings.region_join)
 
     def ranked(self, settings) -> pd.DataFrame:
         """Every box drawn before the threshold, each scored with its crop's score (for box AP):
         the regions of every crop at the configured map level."""
         level = settings.threshold if settings.map_threshold is None else settings.map_threshold
-        return self.boxes(-np.inf, level, settings.min_region_area, settings.evidence)
+        return self.boxes(-np.inf, level, settings.min_region_area, settings.evidence, settings.box_score,
+                          settings.region_join)
 
     def crop_table(self, model: str, settings, crop_meta: dict | None = None) -> pd.DataFrame:
         """Every crop's threshold-free score on the evidence ``settings`` use."""
@@ -165,11 +167,13 @@ class ScoreMaps:
         return scores is not None and bool(np.isfinite(scores).any())
 
     def boxes(self, threshold: float, map_threshold: float | None = None, min_region_area: int = 4,
-              evidence: str = "slice") -> pd.DataFrame:
+              evidence: str = "slice", box_score: str = "crop", join: int = 0) -> pd.DataFrame:
         """A box per region of every crop scoring above ``threshold``, in slice pixels.
 
-        A box carries its crop's score: the number compared with the threshold (map
-        values are blurred and lower). A crop without the evidence (NaN) is never flagged.
+        A box carries its crop's score (``box_score="crop"``): the number compared with the
+        threshold, as anomaly maps are blurred and lower. A probability map's own value ranks
+        its regions (``"peak"``): two regions of one crop are not equally likely cracks.
+        A crop without the evidence (NaN) is never flagged.
         """
         scores, maps = self.arrays(evidence)
         rows = []
@@ -180,11 +184,12 @@ class ScoreMaps:
                     continue
                 x0, y0 = crop_origin(self.roi_boxes[r], context=0)  # maps cover the ROI alone
                 for reg in regions_from_map(np.asarray(maps[s, r], np.float32), crop_score, threshold,
-                                            map_threshold, min_region_area):
+                                            map_threshold, min_region_area, join):
                     reg = reg.shifted(x0, y0)
                     rows.append({"slice_index": int(index), "roi": str(name), "x1": float(reg.x1),
                                  "y1": float(reg.y1), "x2": float(reg.x2), "y2": float(reg.y2),
-                                 "score": crop_score, "crop_score": crop_score})
+                                 "score": float(reg.peak) if box_score == "peak" else crop_score,
+                                 "crop_score": crop_score})
         return pd.DataFrame(rows, columns=BOX_COLUMNS)
 
     def crop_scores(self, model: str, evidence: str = "slice") -> pd.DataFrame:

@@ -40,21 +40,33 @@ class Region:
         return Region(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy, self.peak, self.mean, self.area)
 
 
-def _components(mask: np.ndarray, values: np.ndarray, min_area: int) -> list[Region]:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+def _components(mask: np.ndarray, values: np.ndarray, min_area: int, join: int = 0) -> list[Region]:
+    """Connected regions of ``mask``; with ``join``, pieces up to ``2 * join`` px apart are one region
+    (its box and area those of its own pixels)."""
+    mask = mask.astype(np.uint8)
+    grouped = mask if join <= 0 else cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                                (2 * join + 1, 2 * join + 1)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
     regions = []
     for k in range(1, n):
-        x, y, w, h, area = stats[k]
+        if join <= 0:
+            x, y, w, h, area = stats[k]
+            inside = values[labels == k]
+        else:
+            ys, xs = np.nonzero((labels == k) & (mask > 0))
+            if not len(xs):
+                continue
+            x, y, w, h, area = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1, len(xs)
+            inside = values[ys, xs]
         if area < min_area:
             continue
-        inside = values[labels == k]
         regions.append(Region(int(x), int(y), int(x + w), int(y + h), float(inside.max()),
                               float(inside.mean()), int(area)))
     return sorted(regions, key=lambda r: -r.peak)
 
 
 def regions_from_map(anomaly_map: np.ndarray, score: float, threshold: float, map_threshold: float | None = None,
-                     min_area: int = 4) -> list[Region]:
+                     min_area: int = 4, join: int = 0) -> list[Region]:
     """Boxes of a crop's anomaly map, or [] when the crop's score is not above ``threshold``.
 
     Args:
@@ -63,6 +75,8 @@ def regions_from_map(anomaly_map: np.ndarray, score: float, threshold: float, ma
         threshold: ``patchcore_threshold``.
         map_threshold: map level that outlines a region (default: ``threshold``).
         min_area: smallest region kept, in pixels.
+        join: pieces of a region up to ``2 * join`` px apart are one region (a crack across the
+            electrode layers shows only where it breaks a bright layer: one piece per layer).
 
     Returns:
         Regions, strongest first; at least one when ``score > threshold``.
@@ -71,7 +85,7 @@ def regions_from_map(anomaly_map: np.ndarray, score: float, threshold: float, ma
         return []
     values = np.asarray(anomaly_map, np.float32)
     level = threshold if map_threshold is None else map_threshold
-    regions = _components(values > level, values, min_area)
+    regions = _components(values > level, values, min_area, join)
     if not regions:
         peak = float(values.max())
         regions = _components(values >= 0.5 * peak, values, 1)

@@ -17,10 +17,15 @@ def _norm(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(max(1, c // 4), c)
 
 
+def _act() -> nn.LeakyReLU:
+    # Leaky, not ReLU: where every feature of the last block was cut to zero the output was the
+    # head's bias, one value for every such pixel, and crops tied at that ceiling (crack or not).
+    return nn.LeakyReLU(0.1, inplace=True)
+
+
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out),
-                         nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                         _norm(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), _norm(c_out), _act(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), _norm(c_out), _act())
 
 
 class UNet(nn.Module):

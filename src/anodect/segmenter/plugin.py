@@ -21,10 +21,15 @@ class SegmenterPlugin(ModelPlugin):
     threshold_key = "segmenter_threshold"
     # A crack's outline is where the map says "crack" (probability 0.5), whatever the crop threshold:
     # the held-out threshold sits near 1 and would outline only the crack's core.
-    decision_keys = {"map_threshold": "segmenter_map_threshold", "min_region_area": "min_region_area"}
+    decision_keys = {"map_threshold": "segmenter_map_threshold", "min_region_area": "min_region_area",
+                     "region_join": "segmenter_region_join"}
     train_rules = ("train_segmenter",)
     score_rule = "score_segmenter"
     packages = ()
+
+    def decision_params(self, config: dict) -> dict:
+        # Its map is a probability: a box is ranked by its region's own peak, not its crop's best.
+        return {**super().decision_params(config), "box_score": "peak"}
 
     def choice(self, config: dict) -> ModelChoice:
         """``segmenter.model``. ``auto``: train when normal scans are given, else off."""

@@ -1,0 +1,94 @@
+"""The crack segmenter's scoring speed, every side measured in one run, each repeated.
+
+Crops per second, median and range over ``--repeats`` runs, with the machine's load, on the
+real-CT benchmark's 12 test scans (20 slices x 2 ROIs of 167x128 px, 199x160 with context):
+
+  (a) the pipeline's own job, end to end: ``segmenter.stage.score_scan`` per scan (crops file
+      in, inputs built, network, score file written), as ``score_segmenter`` runs it;
+  (b) the model's own compute on the same crops in memory (``Segmenter.score``);
+
+each for float32 (the default) and bfloat16 (``segmenter.precision``), and for the default
+channels and a narrower network. Speed does not depend on what the weights learned, so the
+networks are seeded and untrained: no training needed.
+
+Usage:
+    .venv/bin/python benchmarks/segmenter_speed.py [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_ct import dataset, load_crops  # noqa: E402
+
+from anodect.config import load_config  # noqa: E402
+from anodect.devices import set_threads  # noqa: E402
+from anodect.segmenter.model import Segmenter, SegmenterSettings  # noqa: E402
+from anodect.segmenter.stage import score_scan  # noqa: E402
+
+WIDTHS = {"24-48-96 (default)": (24, 48, 96), "16-32-64": (16, 32, 64)}
+
+
+def spread(values: list[float]) -> str:
+    return f"{np.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scans", type=int, default=12, help="test scans scored per repeat")
+    parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "real_ct"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    set_threads(args.threads)
+    config = load_config(ROOT / "config" / "config.yaml")
+    context = config["crop_context"]
+    folder, rois = dataset("real", "medium", 7, Path(args.out), config)
+    test = dict(list(load_crops(folder, rois, config, "test").items())[:args.scans])
+    n_crops = sum(cs.crops.shape[0] * cs.crops.shape[1] for cs in test.values())
+    load = [os.getloadavg()[0]]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, cs in test.items():
+            paths[name] = Path(tmp) / f"{len(paths):02d}.crops.npz"
+            cs.save(paths[name])
+        for wname, channels in WIDTHS.items():
+            for precision in ("float32", "bfloat16"):
+                model = Segmenter(SegmenterSettings(channels=channels, precision=precision, seed=0))
+                model.metadata = {"context": context, "model_id": "speed"}
+                sides = {"(a) pipeline job, end to end": [], "(b) model compute": []}
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    for name, path in paths.items():
+                        score_scan(model, path, Path(tmp) / "out.scores.npz")
+                    sides["(a) pipeline job, end to end"].append(n_crops / (time.perf_counter() - t0))
+                    seconds = sum(model.score(cs.crops, cs.slice_indices, context)[2]["seconds"]
+                                  for cs in test.values())
+                    sides["(b) model compute"].append(n_crops / seconds)
+                    load.append(os.getloadavg()[0])
+                for side, values in sides.items():
+                    rows.append((wname, precision, side, spread(values)))
+                    print(f"{wname} | {precision} | {side} | {spread(values)}", flush=True)
+    print(f"\n{n_crops} crops per repeat, {args.repeats} repeats, {args.threads} threads; machine load (1-min) "
+          f"median {np.median(load):.2f}, range {min(load):.2f}-{max(load):.2f}; {os.cpu_count()} cores\n")
+    print("| network | precision | side | crops/s, median (range) |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
