@@ -26,7 +26,8 @@ without cracks:
 Usage:
     python benchmarks/segmenter.py                               # defaults: 2 data seeds x 2 training seeds
     python benchmarks/segmenter.py --candidates default narrow --seeds 7 --train-seeds 0
-Results: a table on stdout and ``<out>/segmenter.json``.
+Results: a table on stdout and ``<out>/segmenter<tag>.json``; ``--summary FILE...`` prints the table
+of several runs' files together (median and range over all their rows).
 """
 
 from __future__ import annotations
@@ -195,10 +196,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[7, 8], help="real-background data seeds")
     parser.add_argument("--train-seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--no-real", action="store_true", help="the demo alone")
     parser.add_argument("--demo-train-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "real_ct"))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tag", default="", help="results go to <out>/segmenter<tag>.json (runs side by side)")
+    parser.add_argument("--model", help="judge this saved segmenter (model.json, weights.pt) instead of training "
+                        "one: its data seed must be the one it was trained on")
+    parser.add_argument("--summary", nargs="+", help="only print the table of these result files together")
     args = parser.parse_args()
+    if args.summary:
+        rows = [r for f in args.summary for r in json.loads(Path(f).read_text())["results"]]
+        print(summary(pd.DataFrame(rows)))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     set_threads(args.threads)
     out = Path(args.out)
@@ -209,7 +219,7 @@ def main() -> None:
                                 max_gap=config["decisions"]["max_gap"], link_margin=config["decisions"]["link_margin"])
     results, load = [], [os.getloadavg()[0]]
     t_start = time.perf_counter()
-    plans = [("real", seed, args.train_seeds) for seed in args.seeds]
+    plans = [] if args.no_real else [("real", seed, args.train_seeds) for seed in args.seeds]
     if not args.no_demo:
         plans.append(("demo", config["demo"]["seed"], args.demo_train_seeds))
     for kind, seed, train_seeds in plans:
@@ -222,7 +232,12 @@ def main() -> None:
         for name in args.candidates:
             for tseed in train_seeds:
                 section = {**config["segmenter"], **CANDIDATES[name], "seed": tseed}
-                model, fit_s = train(train_cells, SegmenterSettings.from_config(section), context)
+                if args.model:
+                    model = Segmenter.load(args.model)
+                    fit_s = model.metadata["timings_s"]["train"]
+                    tseed = model.settings.seed
+                else:
+                    model, fit_s = train(train_cells, SegmenterSettings.from_config(section), context)
                 load.append(os.getloadavg()[0])
                 for level, folder in folders.items():
                     test = load_crops(folder, rois, config, "test")
@@ -240,7 +255,7 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                 load.append(os.getloadavg()[0])
     table = pd.DataFrame(results)
-    (out / "segmenter.json").write_text(json.dumps({"results": results, "load_1min": load,
+    (out / f"segmenter{args.tag}.json").write_text(json.dumps({"results": results, "load_1min": load,
                                                     "seconds": round(time.perf_counter() - t_start)}, indent=1))
     print(f"\nmachine load (1-min average) during the run: median {np.median(load):.2f}, "
           f"range {min(load):.2f}-{max(load):.2f}; {os.cpu_count()} cores")

@@ -9,7 +9,11 @@ real-CT benchmark's 12 test scans (20 slices x 2 ROIs of 167x128 px, 199x160 wit
 
 each for float32 (the default) and bfloat16 (``segmenter.precision``), and for the default
 channels and a narrower network. Speed does not depend on what the weights learned, so the
-networks are seeded and untrained: no training needed.
+networks are seeded and untrained: no training needed. And
+
+  (t) training: seconds per step of ``Segmenter.fit`` (a batch of 16 patches of 64x64, cracks
+      rendered on the fly, forward, backward, update) over ``--steps`` steps on the real-CT
+      training cells, and what the configured ``segmenter.steps`` would take at that rate.
 
 Usage:
     .venv/bin/python benchmarks/segmenter_speed.py [--repeats 3] [--threads 2]
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scans", type=int, default=12, help="test scans scored per repeat")
+    parser.add_argument("--steps", type=int, default=60, help="training steps timed per repeat")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "real_ct"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -83,6 +88,22 @@ def main() -> None:
                 for side, values in sides.items():
                     rows.append((wname, precision, side, spread(values)))
                     print(f"{wname} | {precision} | {side} | {spread(values)}", flush=True)
+    from anodect.segmenter.model import TrainingCell
+
+    train_sets = load_crops(folder, rois, config, "train_normal")
+    for wname, channels in WIDTHS.items():
+        settings = SegmenterSettings(channels=channels, steps=args.steps, seed=0)
+        cells = [TrainingCell.of(n, cs.crops, cs.slice_indices, settings.inputs) for n, cs in train_sets.items()]
+        per_step = []
+        for _ in range(args.repeats):
+            model = Segmenter(settings).fit(cells, [], context, [], progress_every=10 ** 9)
+            per_step.append(model.metadata["timings_s"]["train"] / args.steps)
+            load.append(os.getloadavg()[0])
+        full = [v * config["segmenter"]["steps"] / 60 for v in per_step]
+        rows.append((wname, "float32", "(t) training, s per step", f"{np.median(per_step):.3f} "
+                     f"({min(per_step):.3f}-{max(per_step):.3f}); {config['segmenter']['steps']} steps: "
+                     f"{np.median(full):.1f} min ({min(full):.1f}-{max(full):.1f})"))
+        print(" | ".join(rows[-1]), flush=True)
     print(f"\n{n_crops} crops per repeat, {args.repeats} repeats, {args.threads} threads; machine load (1-min) "
           f"median {np.median(load):.2f}, range {min(load):.2f}-{max(load):.2f}; {os.cpu_count()} cores\n")
     print("| network | precision | side | crops/s, median (range) |\n| --- | --- | --- | --- |")
