@@ -109,6 +109,31 @@ def file_sha256(path: str | Path, limit: int | None = None) -> str:
     return digest.hexdigest()[:limit] if limit else digest.hexdigest()
 
 
+def read_model_folder(folder: str | Path, files: tuple[str, ...], metadata: str, fmt: str, what: str) -> dict:
+    """A saved model's metadata, once its files are there and its ``format`` is ``fmt``.
+
+    Args:
+        folder: the model's folder.
+        files: the files it must hold besides ``metadata``.
+        metadata: the metadata file's name (``registry.METADATA``).
+        fmt: the format the loader reads.
+        what: the model's name, for the errors.
+
+    Raises:
+        ValueError: a missing file or another format, naming the file.
+    """
+    folder = Path(folder)
+    for path in (folder / metadata, *(folder / f for f in files)):
+        if not path.is_file():
+            raise ValueError(f"{path}: {what} model file missing (its folder holds {metadata}, {', '.join(files)})")
+    meta_path = folder / metadata
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != fmt:
+        raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {fmt!r} (not a {what} model this "
+                         "version reads)")
+    return meta
+
+
 def package_versions(*names: str) -> dict:
     """Installed versions of the named distributions, for a model's metadata (None when absent,
     e.g. faiss-cpu on a machine with faiss-gpu)."""

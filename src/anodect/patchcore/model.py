@@ -19,7 +19,6 @@ most ``false_alarm_rate`` of those held-out crops (slice x ROI) score above it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
-from ..io import file_sha256, package_versions, save_arrays, write_json
+from ..io import file_sha256, package_versions, read_model_folder, save_arrays, write_json
 from .plugin import BANK_FILE, METADATA
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Geometry, build_backbone, feature_geometry
 from .coreset import greedy_coreset
@@ -342,12 +341,7 @@ class PatchCore:
         """
         folder = Path(folder)
         meta_path, bank_path = folder / METADATA, folder / BANK_FILE
-        for p in (meta_path, bank_path):
-            if not p.is_file():
-                raise ValueError(f"{p}: PatchCore model file missing")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        meta = read_model_folder(folder, (BANK_FILE,), METADATA, FORMAT, "PatchCore")
         if file_sha256(bank_path) != meta.get("bank_sha256"):
             raise ValueError(f"{bank_path}: contents do not match the hash in {meta_path.name}")
         settings = PatchCoreSettings(

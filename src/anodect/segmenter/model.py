@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..decisions import false_alarm_threshold
-from ..io import file_sha256, package_versions, write_bytes, write_json
+from ..io import file_sha256, package_versions, read_model_folder, write_bytes, write_json
 from ..registry import METADATA
 from ..synthesis import CrackRanges, render, sample
 from .inputs import CHANNELS, InputSettings, channels, distant, neighbours, residuals, scan_inputs, scan_sigma
@@ -358,12 +358,7 @@ class Segmenter:
         """
         folder = Path(folder)
         meta_path, weights = folder / METADATA, folder / WEIGHTS
-        for path in (meta_path, weights):
-            if not path.is_file():
-                raise ValueError(f"{path}: missing (a segmenter folder holds {METADATA} and {WEIGHTS})")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: not a crack segmenter ({meta.get('format')!r}, wanted {FORMAT!r})")
+        meta = read_model_folder(folder, (WEIGHTS,), METADATA, FORMAT, "crack segmenter")
         if meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
             raise ValueError(f"{weights}: sha256 differs from {meta_path} (altered or truncated)")
         # Scoring options (device, batch size) may change; what shaped the weights may not.
