@@ -67,6 +67,9 @@ CANDIDATES = {
     "narrow (16-32-64)": {"channels": [16, 32, 64]},
     "residual 2-4 slices away": {"distant": [2, 4]},
     "1000 steps": {"steps": 1000},
+    "matched residual (9 px)": {"match": 4},
+    "cross-entropy alone (no Dice)": {"dice_weight": 0.0},
+    "matched residual, cross-entropy alone": {"match": 4, "dice_weight": 0.0},
 }
 BEYOND = CrackRanges(depth=(3.0, 8.0), width=(1.0, 2.0), length=(40.0, 70.0), slices=(4, 8), branch_probability=1.0)
 DEMO_RANGES = {"contrast": (0.3, 0.9), "width": (1.2, 3.0), "length": (12.0, 36.0), "slices": (4, 8)}
@@ -83,8 +86,13 @@ def train(cells: dict, settings: SegmenterSettings, context: int) -> tuple[Segme
     return model, time.perf_counter() - t0
 
 
+def score_cells(model: Segmenter, test: dict, context: int) -> dict:
+    """Each test cell's (crop scores, maps, facts), scored once."""
+    return {name: model.score(cs.crops, cs.slice_indices, context) for name, cs in test.items()}
+
+
 def judge(model: Segmenter, test: dict, truth: Path, tracking: TrackingSettings, context: int,
-          map_threshold: float = 0.5, join: int = 3) -> dict:
+          map_threshold: float = 0.5, join: int = 3, scored: dict | None = None) -> dict:
     """Crop and slice AUROC, verdicts at the automatic threshold, crack recall, box AP (regions
     outlined at ``map_threshold`` with pieces ``join`` apart joined, as the pipeline's
     ``decisions.segmenter_map_threshold`` and ``segmenter_region_join``)."""
@@ -98,8 +106,9 @@ def judge(model: Segmenter, test: dict, truth: Path, tracking: TrackingSettings,
                                 region_join=join)
     rows, cracks, verdicts, drawn, images = [], [], {}, [], []
     n_crops, seconds = 0, 0.0
+    scored = scored or score_cells(model, test, context)
     for name, cs in test.items():
-        scores, maps, facts = model.score(cs.crops, cs.slice_indices, context)
+        scores, maps, facts = scored[name]
         n_crops, seconds = n_crops + scores.size, seconds + facts["seconds"]
         evidence = ScoreMaps.from_crops(cs, scores, maps, "benchmark")
         for k, s in enumerate(cs.slice_indices):
@@ -130,6 +139,7 @@ def judge(model: Segmenter, test: dict, truth: Path, tracking: TrackingSettings,
         "crack_recall": crack_metrics(pd.concat(cracks, ignore_index=True), true_cracks, len(test),
                                       key="battery_id")["recall"],
         "box_ap50": ap["ap50"],
+        "box_ap25": ap["ap25"],
         "model_crops_per_s": n_crops / max(seconds, 1e-9),
     }
 
@@ -204,6 +214,7 @@ def main() -> None:
     parser.add_argument("--model", help="judge this saved segmenter (model.json, weights.pt) instead of training "
                         "one: its data seed must be the one it was trained on")
     parser.add_argument("--summary", nargs="+", help="only print the table of these result files together")
+    parser.add_argument("--save", help="save each trained model under <save>/<set>-s<seed>-<candidate>-t<train seed>")
     args = parser.parse_args()
     if args.summary:
         rows = [r for f in args.summary for r in json.loads(Path(f).read_text())["results"]]
@@ -238,6 +249,9 @@ def main() -> None:
                     tseed = model.settings.seed
                 else:
                     model, fit_s = train(train_cells, SegmenterSettings.from_config(section), context)
+                    if args.save:
+                        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+                        model.save(Path(args.save) / f"{kind}-s{seed}-{slug}-t{tseed}")
                 load.append(os.getloadavg()[0])
                 for level, folder in folders.items():
                     test = load_crops(folder, rois, config, "test")

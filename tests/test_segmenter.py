@@ -55,6 +55,25 @@ def test_neighbours_and_distant_slices_are_counted_in_slice_numbers():
     assert inputs.shape == (3, 2, 4, 8, 8) and facts["no_distant_slices"] == 3
 
 
+def test_the_matched_residual_takes_out_a_slice_to_slice_gain_and_keeps_a_crack(real_cells):
+    """Distant slices brighter and offset (as where the coating ends): the plain median leaves the
+    layers' pattern in the residual, the locally matched one does not; a crack stays in both."""
+    from anodect.segmenter.inputs import reference
+    from anodect.synthesis import Crack, layer_normal, render
+
+    image = real_cells[0].crops[10, 0].astype(np.float32)
+    far = np.stack([image * 1.25 - 20 + np.random.default_rng(k).normal(0, 2, image.shape) for k in range(6)])
+    x, y = 60.0, 50.0
+    cracked, footprint = render(image[None], Crack(x, y, layer_normal(image, x, y), 20.0, 2.5, 20.0, 0))
+    inside = footprint[0] & ((image - cracked[0]) >= 10)
+    assert inside.sum() >= 10
+    plain = cracked[0] - reference(cracked[0], far, InputSettings(match=0))
+    matched = cracked[0] - reference(cracked[0], far, InputSettings(match=4))
+    assert np.median(np.abs(plain[~footprint[0]])) > 6  # the gain's pattern: about the crack's own depth
+    left = np.median(np.abs(matched[~footprint[0]]))
+    assert left < 3 and np.median(matched[inside]) < -6 - left  # the crack stands out of what is left
+
+
 def test_cells_split_by_cell_for_the_threshold():
     train, held = split_cells([f"c{k}" for k in range(8)], 0.25)
     assert len(held) == 2 and not set(train) & set(held) and len(train) == 6
@@ -135,3 +154,56 @@ def test_the_same_seed_trains_the_same_model(real_cells):
         return model.score(real_cells[5].crops, real_cells[5].indices, CONTEXT)[1]
 
     np.testing.assert_array_equal(train_once(), train_once())
+
+
+def test_the_segmenter_finds_a_crack_through_4_slices_in_a_real_scan_and_flags_nothing_in_a_normal_one():
+    """The frozen segmenter of ``tests/segmenter_fixture.py`` (the pipeline's defaults, trained on windows
+    of the real volume in one half of the winding) on a window of the other half: a medium crack
+    rendered across the layers through slices 068-071 is one crack of the pipeline's decisions (slice
+    rule: 4 slices), where it was drawn; the same window without it is OK."""
+    from anodect.config import load_config
+    from anodect.decisions import decide, settings_from_params
+    from anodect.evidence import ScoreMaps
+    from anodect.registry import get as get_model
+    from anodect.synthesis import Crack, layer_normal, render
+
+    import segmenter_fixture as fx
+
+    model = Segmenter.load(fx.FIXTURE)  # weights through torch.load(weights_only=True), sha256-checked
+    stale = {k: v for k, v in fx.default_settings().as_dict().items()
+             if k not in ("device", "score_batch_size", "precision") and model.settings.as_dict()[k] != v}
+    assert not stale, f"tests/data/segmenter_real predates these defaults {sorted(stale)}: run tests/segmenter_fixture.py"
+    config = load_config(REPO / "config" / "config.yaml")
+    settings = settings_from_params(get_model("segmenter").decision_params(config), fx.FIXTURE / "model.json",
+                                    "segmenter")
+    (crops,), indices = fx.real_crops([fx.TEST_ANGLE])
+    stack = crops[:, 0].astype(np.float32)
+    x, y = fx.CONTEXT + 60.0, fx.CONTEXT + 48.0
+    crack = Crack(x, y, layer_normal(stack[7], x, y), length=22.0, width=2.0, depth=16.0, first=7,
+                  drift=((0.0, 0.0), (0.4, 0.2), (0.8, 0.3), (1.0, 0.6)))
+    drawn, footprint = render(stack, crack)
+    assert footprint[7:11].any(axis=(1, 2)).all() and not footprint[:7].any() and not footprint[11:].any()
+    cracked = crops.copy()
+    cracked[:, 0] = np.clip(np.rint(drawn), 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(footprint.any(axis=0))
+    truth = (xs.min() - fx.CONTEXT, ys.min() - fx.CONTEXT, xs.max() + 1 - fx.CONTEXT, ys.max() + 1 - fx.CONTEXT)
+
+    def decided(c):
+        scores, maps, _ = model.score(c, indices, fx.CONTEXT)
+        crop_set = type("Crops", (), {"scan_id": "w", "slice_indices": indices, "roi_names": np.array(["roi"]),
+                                      "roi_boxes": np.array([[0, 0, fx.ROI_W, fx.ROI_H]])})
+        evidence = ScoreMaps.from_crops(crop_set, scores, maps, model.metadata["model_id"])
+        flagged = evidence.flagged(settings)
+        return flagged, decide("segmenter", {"scan_id": "w", "battery_id": "w", "axis": ""}, flagged,
+                               [int(i) for i in indices], {}, settings.tracking)
+
+    flagged, normal = decided(crops)
+    # Single crops above the threshold are the held-out false-alarm rate at work; no crack may follow.
+    assert normal.verdict == "OK" and normal.cracks.empty, normal.cracks
+    flagged, found = decided(cracked)
+    assert found.verdict == "NG" and len(found.cracks) == 1, found.cracks
+    c = found.cracks.iloc[0]
+    assert c.first_slice <= 68 and c.last_slice >= 71
+    on = flagged[flagged.slice_index.between(68, 71)]
+    assert set(on.slice_index) == {68, 69, 70, 71}
+    assert (on.x1 < truth[2]).all() and (on.x2 > truth[0]).all() and (on.y1 < truth[3]).all() and (on.y2 > truth[1]).all()

@@ -6,7 +6,7 @@ Training draws each patch afresh: a training cell, an ROI, a slice and a 64x64
 window; with ``positive_fraction`` a crack from ``segmenter.cracks`` is rendered
 through consecutive slices around it (``anodect.synthesis``), so the slice, its
 neighbours and its residual all see the crack as a real one would look; the label is
-the crack's exact footprint in that slice. Plain binary cross-entropy. The cells
+the crack's core in that slice. Binary cross-entropy (a Dice term optional). The cells
 split by cell: the held-out ones are never trained on and give the threshold at
 ``false_alarm_rate`` of their crops.
 """
@@ -30,7 +30,7 @@ from ..decisions import false_alarm_threshold
 from ..io import file_sha256, package_versions, read_model_folder, write_bytes, write_json
 from ..registry import METADATA
 from ..synthesis import CrackRanges, render, sample
-from .inputs import CHANNELS, InputSettings, channels, distant, neighbours, residuals, scan_inputs, scan_sigma
+from .inputs import CHANNELS, InputSettings, channels, distant, reference, residuals, scan_inputs, scan_sigma
 from .network import UNet, n_weights
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class SegmenterSettings:
     positive_fraction: float = 0.75
     annotated_fraction: float = 0.25
     cracks_per_patch: int = 2
+    dice_weight: float = 0.0
     heldout_fraction: float = 0.25
     false_alarm_rate: float = 0.01
     min_threshold: float = 0.5
@@ -69,7 +70,7 @@ class SegmenterSettings:
             kwargs["channels"] = tuple(kwargs["channels"])
         if isinstance(kwargs.get("inputs"), dict):
             kwargs["inputs"] = InputSettings.from_config(kwargs["inputs"])
-        if "distant" in section:
+        if "distant" in section or "match" in section:
             kwargs["inputs"] = InputSettings.from_config(section)
         if isinstance(kwargs.get("cracks"), dict):
             kwargs["cracks"] = CrackRanges.from_config(kwargs["cracks"])
@@ -187,7 +188,7 @@ class PatchSampler:
         far = distant(cell.indices, p, self.settings.inputs)
         res = np.zeros_like(stack)
         if len(far) and self.rng.random() > 0.05:  # a few without a residual, as a short scan has none
-            res[p] = stack[p] - np.median(stack[far], axis=0)
+            res[p] = stack[p] - reference(stack[p], stack[far], self.settings.inputs)
         return channels(stack, cell.indices, [p], res, cell.sigma[r])[0][:, y0 - wy0:y0 - wy0 + ph,
                                                                           x0 - wx0:x0 - wx0 + pw]
 
@@ -206,17 +207,20 @@ class PatchSampler:
         return (torch.from_numpy(np.stack([x for x, _ in pairs])), torch.from_numpy(np.stack([y for _, y in pairs])))
 
 
-def crack_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus the batch's soft Dice loss.
+def crack_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy plus ``dice_weight`` times the batch's soft Dice loss.
 
-    A crack covers 1-3 % of a patch's pixels: on cross-entropy alone a small network
-    first learns to say "no crack" everywhere and takes long to leave it; the Dice term
-    weighs the crack's pixels as a whole from the first step.
+    A crack covers 1-3 % of a patch's pixels; the Dice term weighs them as a whole from the
+    first step, and also drives the probabilities to 0 and 1, so that held-out normal crops
+    reach 0.9999 and the automatic threshold with them. Cross-entropy alone keeps them
+    graded (the default; ``benchmarks/segmenter.py``).
     """
     bce = F.binary_cross_entropy_with_logits(logits, target)
+    if not dice_weight:
+        return bce
     p = torch.sigmoid(logits)
     dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
-    return bce + dice
+    return bce + dice_weight * dice
 
 
 class Segmenter:
@@ -254,7 +258,8 @@ class Segmenter:
         losses = []
         for step in range(1, st.steps + 1):
             x, y = sampler.batch(st.batch_size)
-            loss = crack_loss(self.net(x.to(self.device, memory_format=torch.channels_last)), y.to(self.device))
+            loss = crack_loss(self.net(x.to(self.device, memory_format=torch.channels_last)), y.to(self.device),
+                              st.dice_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -363,7 +368,10 @@ class Segmenter:
             raise ValueError(f"{weights}: sha256 differs from {meta_path} (altered or truncated)")
         # Scoring options (device, batch size) may change; what shaped the weights may not.
         scoring = {k: v for k, v in (settings or {}).items() if k in ("device", "score_batch_size", "precision")}
-        made = SegmenterSettings.from_config({**meta["settings"], **scoring})
+        saved = dict(meta["settings"])
+        # A model saved before the residual's local match existed was made without it.
+        saved["inputs"] = {"match": 0, **(saved.get("inputs") or {})}
+        made = SegmenterSettings.from_config({**saved, **scoring})
         model = cls(made, device, metadata=meta)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
