@@ -214,10 +214,14 @@ def main() -> None:
     parser.add_argument("--model", help="judge this saved segmenter (model.json, weights.pt) instead of training "
                         "one: its data seed must be the one it was trained on")
     parser.add_argument("--summary", nargs="+", help="only print the table of these result files together")
+    parser.add_argument("--label", help="with --summary: one name for every row's candidate (runs of one setting "
+                        "made under different names, e.g. before and after it became the default)")
     parser.add_argument("--save", help="save each trained model under <save>/<set>-s<seed>-<candidate>-t<train seed>")
     args = parser.parse_args()
     if args.summary:
         rows = [r for f in args.summary for r in json.loads(Path(f).read_text())["results"]]
+        if args.label:
+            rows = [{**r, "candidate": args.label} for r in rows]
         print(summary(pd.DataFrame(rows)))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
