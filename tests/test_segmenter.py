@@ -161,11 +161,7 @@ def test_the_segmenter_finds_a_crack_through_4_slices_in_a_real_scan_and_flags_n
     of the real volume in one half of the winding) on a window of the other half: a medium crack
     rendered across the layers through slices 068-071 is one crack of the pipeline's decisions (slice
     rule: 4 slices), where it was drawn; the same window without it is OK."""
-    from anodect.config import load_config
-    from anodect.decisions import decide, settings_from_params
-    from anodect.evidence import ScoreMaps
-    from anodect.registry import get as get_model
-    from anodect.synthesis import Crack, layer_normal, render
+    from anodect.synthesis import render
 
     import segmenter_fixture as fx
 
@@ -173,34 +169,19 @@ def test_the_segmenter_finds_a_crack_through_4_slices_in_a_real_scan_and_flags_n
     stale = {k: v for k, v in fx.default_settings().as_dict().items()
              if k not in ("device", "score_batch_size", "precision") and model.settings.as_dict()[k] != v}
     assert not stale, f"tests/data/segmenter_real predates these defaults {sorted(stale)}: run tests/segmenter_fixture.py"
-    config = load_config(REPO / "config" / "config.yaml")
-    settings = settings_from_params(get_model("segmenter").decision_params(config), fx.FIXTURE / "model.json",
-                                    "segmenter")
     (crops,), indices = fx.real_crops([fx.TEST_ANGLE])
     stack = crops[:, 0].astype(np.float32)
-    x, y = fx.CONTEXT + 60.0, fx.CONTEXT + 48.0
-    crack = Crack(x, y, layer_normal(stack[7], x, y), length=22.0, width=2.0, depth=16.0, first=7,
-                  drift=((0.0, 0.0), (0.4, 0.2), (0.8, 0.3), (1.0, 0.6)))
-    drawn, footprint = render(stack, crack)
+    drawn, footprint = render(stack, fx.crack(stack, fx.CONTEXT + 60.0, fx.CONTEXT + 48.0, 7))
     assert footprint[7:11].any(axis=(1, 2)).all() and not footprint[:7].any() and not footprint[11:].any()
     cracked = crops.copy()
     cracked[:, 0] = np.clip(np.rint(drawn), 0, 255).astype(np.uint8)
     ys, xs = np.nonzero(footprint.any(axis=0))
     truth = (xs.min() - fx.CONTEXT, ys.min() - fx.CONTEXT, xs.max() + 1 - fx.CONTEXT, ys.max() + 1 - fx.CONTEXT)
 
-    def decided(c):
-        scores, maps, _ = model.score(c, indices, fx.CONTEXT)
-        crop_set = type("Crops", (), {"scan_id": "w", "slice_indices": indices, "roi_names": np.array(["roi"]),
-                                      "roi_boxes": np.array([[0, 0, fx.ROI_W, fx.ROI_H]])})
-        evidence = ScoreMaps.from_crops(crop_set, scores, maps, model.metadata["model_id"])
-        flagged = evidence.flagged(settings)
-        return flagged, decide("segmenter", {"scan_id": "w", "battery_id": "w", "axis": ""}, flagged,
-                               [int(i) for i in indices], {}, settings.tracking)
-
-    flagged, normal = decided(crops)
+    _, normal = fx.decided(model, crops, indices)
     # Single crops above the threshold are the held-out false-alarm rate at work; no crack may follow.
     assert normal.verdict == "OK" and normal.cracks.empty, normal.cracks
-    flagged, found = decided(cracked)
+    flagged, found = fx.decided(model, cracked, indices)
     assert found.verdict == "NG" and len(found.cracks) == 1, found.cracks
     c = found.cracks.iloc[0]
     assert c.first_slice <= 68 and c.last_slice >= 71
