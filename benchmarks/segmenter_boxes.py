@@ -32,8 +32,9 @@ from segmenter import judge, score_cells  # noqa: E402
 
 from anodect.config import load_config  # noqa: E402
 from anodect.devices import set_threads  # noqa: E402
+from anodect.decisions import settings_from_params  # noqa: E402
+from anodect.registry import get  # noqa: E402
 from anodect.segmenter.model import Segmenter  # noqa: E402
-from anodect.tracking import TrackingSettings  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +49,7 @@ def main() -> None:
     set_threads(args.threads)
     config = load_config(ROOT / "config" / "config.yaml")
     d = config["decisions"]
-    tracking = TrackingSettings(min_consecutive_slices=d["min_consecutive_slices"], max_gap=d["max_gap"],
-                                link_margin=d["link_margin"])
+    tracking = settings_from_params({**get("segmenter").decision_params(config), "threshold": 0.5}).tracking
     rows = []
     for folder in args.models:
         kind, seed = re.match(r"(real|demo)-s(\d+)", Path(folder).name).groups()

@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_ct import dataset, load_crops  # noqa: E402
 
 from anodect.config import load_config  # noqa: E402
-from anodect.decisions import DecisionSettings, decide  # noqa: E402
+from anodect.decisions import decide, settings_from_params  # noqa: E402
 from anodect.demo.realct import RealCell, view_matrix  # noqa: E402
 from anodect.devices import set_threads  # noqa: E402
 from anodect.evidence import ScoreMaps  # noqa: E402
+from anodect.registry import get  # noqa: E402
 from anodect.segmenter.model import Segmenter  # noqa: E402
-from anodect.tracking import TrackingSettings  # noqa: E402
 
 
 def main() -> None:
@@ -50,9 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     config = load_config(ROOT / "config" / "config.yaml")
-    d = config["decisions"]
-    tracking = TrackingSettings(min_consecutive_slices=d["min_consecutive_slices"], max_gap=d["max_gap"],
-                                link_margin=d["link_margin"])
+    params = get("segmenter").decision_params(config)  # the pipeline's own decision settings
     rows = []
     for folder in args.models:
         seed = int(re.match(r"real-s(\d+)", Path(folder).name).group(1))
@@ -63,9 +61,8 @@ def main() -> None:
                  for c in manifest["cells"]}
         verdicts = pd.read_csv(data / "truth" / "cells.csv").set_index("battery_id")["verdict"]
         model = Segmenter.load(folder)
-        settings = DecisionSettings(threshold=model.metadata["auto_threshold"]["slice"], tracking=tracking,
-                                    map_threshold=d["segmenter_map_threshold"], box_score="peak",
-                                    region_join=d["segmenter_region_join"])
+        settings = settings_from_params({**params, "threshold": "auto"}, Path(folder) / "model.json", "segmenter")
+        tracking = settings.tracking
         test = {n: cs for n, cs in load_crops(data, rois, config, "test").items() if verdicts[n] != "NG"}
         for name, cs in test.items():
             scores, maps, _ = model.score(cs.crops, cs.slice_indices, config["crop_context"])
