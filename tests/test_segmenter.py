@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from anodect.segmenter.inputs import InputSettings, distant, neighbours, residuals, scan_inputs
+from anodect.segmenter.inputs import InputSettings, distant, median, neighbours, residuals, scan_inputs
 from anodect.segmenter.model import Segmenter, SegmenterSettings, TrainingCell, split_cells
 from anodect.synthesis import CrackRanges
 
@@ -53,6 +53,19 @@ def test_neighbours_and_distant_slices_are_counted_in_slice_numbers():
     assert missing == 3 and not res.any()  # a short scan: no residual, and it is counted
     inputs, facts = scan_inputs(np.zeros((3, 2, 8, 8), np.uint8), np.array([1, 2, 3]), InputSettings())
     assert inputs.shape == (3, 2, 4, 8, 8) and facts["no_distant_slices"] == 3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_the_median_of_the_distant_slices_equals_numpys_for_any_count(dtype):
+    """The sorting network must give np.median's value exactly (a model trained with one scores
+    alike with the other), for every count of distant slices a scan's ends and gaps leave."""
+    rng = np.random.default_rng(0)
+    for n in range(1, 24):
+        values = rng.normal(120, 40, (n, 19, 23)).clip(0, 255).astype(dtype)
+        values[:, :4] = values[0, :4]  # ties
+        assert np.array_equal(median(values), np.median(values.astype(np.float32), axis=0)), n
+    with pytest.raises(ValueError):
+        median(np.zeros((0, 4, 4)))
 
 
 def test_the_matched_residual_takes_out_a_slice_to_slice_gain_and_keeps_a_crack(real_cells):

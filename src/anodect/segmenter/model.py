@@ -57,7 +57,7 @@ class SegmenterSettings:
     min_threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
-    score_batch_size: int = 16
+    score_batch_size: int = 4
     precision: str = "float32"
     inputs: InputSettings = InputSettings()
     cracks: CrackRanges = CrackRanges()
