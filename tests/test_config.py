@@ -298,3 +298,37 @@ def test_the_schema_reads_the_same_with_libyaml_and_pure_python():
     schema = load_schema()
     schema["properties"].clear()  # a caller's change stays its own
     assert load_schema()["properties"]
+
+
+def test_every_problem_that_can_be_found_is_in_one_message_each_once(tmp_path):
+    """A schema error, a reversed range, a missing input folder and an ROI outside two training
+    folders' images: one message, each problem once (the ROI's naming both folders)."""
+    config = _original(tmp_path, image_size=800)  # the right ROI (x 733..900) is outside 800 px
+    config["training"] = {"normal_dir": str(tmp_path / "input"), "annotated_dir": str(tmp_path / "input")}
+    config["input_dir"] = str(tmp_path / "absent")
+    config["filter_index_range"] = {"min": 222, "max": 215}
+    config["rf_detr_threshold"] = "high"
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    text = str(err.value)
+    assert "rf_detr_threshold: 'high' is not of type 'number'" in text
+    assert "filter_index_range: min (222) is greater than max (215)" in text
+    assert f"input_dir: folder {str(tmp_path / 'absent')!r} not found" in text
+    assert text.count("roi_config[1] (right)") == 1
+    assert "(image size from training.normal_dir, training.annotated_dir)" in text
+    assert "no slice found" not in text  # the folders are looked at without the reversed range
+
+
+def test_a_problem_with_a_value_the_users_file_left_out_says_where_it_came_from(tmp_path):
+    from anodect.preflight import defaulted_keys
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("roi_config: []\n")
+    defaulted = defaulted_keys(REPO / "config" / "config.yaml", [str(mine)], {"seed": 3})
+    assert "input_dir" in defaulted and "roi_config" not in defaulted and "seed" not in defaulted
+    assert defaulted_keys(REPO / "config" / "config.yaml", []) == {}
+    config = _original(tmp_path)
+    config["input_dir"] = str(tmp_path / "absent")
+    with pytest.raises(ConfigError, match=r"input_dir: folder .* not found \[input_dir is not in your config "
+                                          r"file: this value is .*config\.yaml's\]"):
+        check_config(config, defaulted=defaulted)

@@ -118,3 +118,22 @@ def test_truth_tables_leave_out_unlisted_batteries(tiny_training):
                               {r["scan_id"]: list(range(204, 212)) for r in records})
     assert "zz_z-00000000" not in truth.scan_ids() and "[ZZ] unknown" in truth.notes[0]
     assert load_truth(None, records, crops) is None
+
+
+def test_a_cell_whose_truth_file_cannot_be_read_is_left_out_not_scored_crack_free(tiny_training, tmp_path):
+    import json
+    import shutil
+
+    records, crops = _inspected(tiny_training)
+    folder = tmp_path / "ann"
+    shutil.copytree(tiny_training["root"] / "annotations" / "test", folder)
+    whole = load_truth(str(folder), records, crops)
+    cracked = sorted(s for s, ng in whole.verdicts().items() if ng)
+    assert cracked and whole.unreadable == []
+    battery = next(r["battery_id"] for r in records if r["scan_id"] == cracked[0])
+    (next((folder / battery).glob("*.json"))).write_text(json.dumps({"a": 1}), encoding="utf-8")
+    truth = load_truth(str(folder), records, crops)
+    assert truth.unreadable == [cracked[0]]
+    assert cracked[0] not in truth.scan_ids() and cracked[0] not in truth.verdicts().index
+    assert sorted(truth.scan_ids()) == sorted(set(whole.scan_ids()) - {cracked[0]})
+    assert any(n.startswith(f"truth unreadable: {cracked[0]}") for n in truth.notes)

@@ -63,3 +63,29 @@ def test_an_unreadable_slice_is_counted_and_the_rest_drawn(tmp_path):
         fh.write(b"not a tiff")
     counts = render_scan(d.slices, d.detections, (0.0, 255.0), "anode crack", tmp_path / "staged")
     assert counts == {"anomaly": 3, "normal": 2, "unreadable": 1}
+
+
+def test_a_no_data_battery_is_told_apart_from_an_ok_one_in_the_original_csvs(tmp_path):
+    """Two usable slices (fewer than the 4 a crack needs): NO DATA. The original's header-only
+    _log.csv means OK, so the NO DATA battery gets a row whose Result says so."""
+    import csv
+
+    scan = {"scan_id": "b2_z-00000000", "battery_id": "[B2] cell", "battery_path": "[B2] cell", "axis": "[Z軸]"}
+    ok = {"scan_id": "b3_z-00000000", "battery_id": "[B3] cell", "battery_path": "[B3] cell", "axis": "[Z軸]"}
+    none = pd.DataFrame(columns=["slice_index", "roi", "x1", "y1", "x2", "y2", "score", "crop_score"])
+    tables, staged = {}, {}
+    for record, slices in ((scan, [205, 206]), (ok, list(range(205, 211)))):
+        paths = {s: str(write_slice(tmp_path / "in" / record["battery_path"] / f"c_負極_{s:04d}.tif",
+                                    np.full((32, 32), 90, np.uint8))) for s in slices}
+        d = decide("rfdetr", record, none, slices, paths, TrackingSettings(4, 0, 2))
+        render_scan(d.slices, d.detections, (0.0, 255.0), "anode crack", tmp_path / record["scan_id"])
+        tables[record["scan_id"]], staged[record["scan_id"]] = (d.slices, d.detections), str(tmp_path / record["scan_id"])
+    out = tmp_path / "results" / "inference_rf_detr"
+    publish([scan, ok], staged, tables, out, export_csv=True, min_slices=4)
+
+    def rows(battery):
+        with open(out / "AI_RESULTS" / f"[{battery}] cell" / f"{battery} cell_log.csv", encoding="utf-8", newline="") as fh:
+            return list(csv.reader(fh))
+
+    assert rows("B2") == [["Name", "Result", "NG_countL", "NG_countP", "NG_countE"], ["B2 cell", "NO DATA", "", "", ""]]
+    assert rows("B3") == [["Name", "Result", "NG_countL", "NG_countP", "NG_countE"]]  # OK: the header only

@@ -130,6 +130,8 @@ class MatchReport:
     outside_image: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # files that could not be read, and why
     files: list[str] = field(default_factory=list)
+    # scan_id -> the unread file that may hold its annotations: its truth is unknown, not "no crack"
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"matched": self.matched, "outside_index_range": self.outside_range,
@@ -173,6 +175,11 @@ def place_annotations(files: list[Path], root: str | Path, scans: list[Annotated
                 raise
             report.rejected.append(str(exc))
             log.error("annotation file skipped: %s", exc)
+            # Whose annotations it held: its battery folder, or a file named after the battery;
+            # a file that names neither may hold any scan's.
+            named = [i for i, s in enumerate(scans) if path.stem in s.folder_names()]
+            for i in own or named or range(len(scans)):
+                report.unreadable.setdefault(str(scans[i].record["scan_id"]), str(rel))
             continue
         for poly in polygons:
             stem = Path(poly.file_name).stem

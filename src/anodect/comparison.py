@@ -240,7 +240,7 @@ def compare(runs: list[ModelRun], scans: list[dict], tables: dict[str, str], cro
         metrics["truth"] = {"source": truth.source, "scans": len(truth.scan_ids()),
                             "slices": int(len(truth.slices)), "cracked_slices": int(truth.slices["cracked"].sum()),
                             "cracks": int(len(truth.cracks)), "batteries_ng": int(truth.verdicts().sum()),
-                            "notes": truth.notes}
+                            "truth_unreadable": truth.unreadable, "notes": truth.notes}
     for r in runs:
         metrics["models"][r.name] = model_metrics(r, table, cracks, batteries, scores, truth)
         log.info("%s: %s", r.name, {k: v for k, v in metrics["models"][r.name].items() if k != "boxes"})

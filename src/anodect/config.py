@@ -108,14 +108,19 @@ def validate_schema(config: dict) -> dict:
     Raises:
         ConfigError: listing every schema violation with the key path it concerns.
     """
+    lines = schema_problems(config)
+    if lines:
+        raise ConfigError("config does not match its schema:\n" + "\n".join(f"  - {line}" for line in lines))
+    return config
+
+
+def schema_problems(config: dict) -> list[str]:
+    """Fill in the schema's defaults (in place) and list every violation, each naming its key."""
     schema = load_schema()
     _fill_defaults(config, schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  - {_key_of(e.absolute_path)}: {e.message}" for e in errors]
-        raise ConfigError("config does not match its schema:\n" + "\n".join(lines))
-    return config
+    return [f"{_key_of(e.absolute_path)}: {e.message}" for e in errors]
 
 
 def _key_of(path: Iterable) -> str:

@@ -252,6 +252,16 @@ def false_alarm_threshold(scores: np.ndarray, rate: float) -> float:
 NO_DATA = "NO DATA"
 
 
+def scan_verdict(n_cracks: int, n_slices: int | None, min_slices: int = 1) -> str:
+    """NG with a confirmed crack; else NO DATA when fewer slices were judged than a crack needs
+    (``n_slices`` None: not counted, so OK), OK otherwise."""
+    if n_cracks:
+        return "NG"
+    if n_slices is not None and n_slices < max(min_slices, 1):
+        return NO_DATA
+    return "OK"
+
+
 def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
                   slices: pd.DataFrame | None = None, min_slices: int = 1) -> pd.DataFrame:
     """One row per inspected scan: each model's verdict, confirmed cracks and slices judged.
@@ -266,11 +276,10 @@ def battery_table(scans: list[dict], cracks: pd.DataFrame, models: list[str],
         row = {k: scan[k] for k in ("scan_id", "battery_id", "axis")}
         for m in models:
             n = int(((cracks["model"] == m) & (cracks["scan_id"] == scan["scan_id"])).sum()) if len(cracks) else 0
-            row[f"{m}_verdict"] = "NG" if n else "OK"
-            if usable is not None:
-                row[f"{m}_slices"] = int(usable.get((m, scan["scan_id"]), 0))
-                if not n and row[f"{m}_slices"] < max(min_slices, 1):
-                    row[f"{m}_verdict"] = NO_DATA
+            judged = None if usable is None else int(usable.get((m, scan["scan_id"]), 0))
+            row[f"{m}_verdict"] = scan_verdict(n, judged, min_slices)
+            if judged is not None:
+                row[f"{m}_slices"] = judged
             row[f"{m}_cracks"] = n
         if len(models) > 1:
             row["agree"] = len({row[f"{m}_verdict"] for m in models}) == 1

@@ -2,7 +2,9 @@
 
 Every file the package writes goes to a temporary name in the destination folder
 and is renamed into place, so a killed job never leaves a half-written result that
-a later run (or Snakemake) would take for a finished one.
+a later run (or Snakemake) would take for a finished one. The temporary's name
+carries the writing process (host and pid), so the next job writing the same output
+removes what a killed one left.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import errno
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +35,66 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+log = logging.getLogger(__name__)
+
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
+# Another host's leftover is removed only when this old: its process cannot be asked if it still runs.
+FOREIGN_LEFTOVER_S = 24 * 3600
+
+
+def _owner() -> str:
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path, pattern: str) -> list[str]:
+    """Remove the temporaries of one output that killed jobs left in ``folder``.
+
+    ``pattern`` matches the output's temporary names, with groups ``host`` and ``pid``. A
+    temporary of a process still running here is kept (that job is writing it), as is a
+    recent one from another host. Returns the paths removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    compiled = re.compile(pattern)
+    for entry in entries:
+        m = compiled.fullmatch(entry.name)
+        if not m:
+            continue
+        if m.group("host") == _HOST:
+            if _alive(int(m.group("pid"))):
+                continue
+        else:
+            try:
+                if time.time() - entry.stat(follow_symlinks=False).st_mtime < FOREIGN_LEFTOVER_S:
+                    continue
+            except OSError:
+                continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+        log.warning("removed %s, left by a job that was killed while writing it", entry.path)
+        removed.append(entry.path)
+    return removed
+
+
+_OWNER_RE = r"(?P<host>[A-Za-z0-9_-]+?)-(?P<pid>\d+)"
 
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR}
@@ -55,7 +121,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        remove_leftovers(path.parent,
+                         rf"\.{re.escape(path.stem)}\.{_OWNER_RE}\.[A-Za-z0-9_]+\.tmp{re.escape(path.suffix)}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{_owner()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     except OSError as exc:
         raise output_error(path, exc) from exc
     os.close(fd)
@@ -84,7 +152,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        remove_leftovers(path.parent, rf"\.{re.escape(path.name)}\.{_OWNER_RE}\.[A-Za-z0-9_]+")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", dir=path.parent))
     except OSError as exc:
         raise output_error(path, exc) from exc
     try:

@@ -42,6 +42,7 @@ class Truth:
     cracks: pd.DataFrame  # TRUTH_CRACK_COLUMNS: one row per true crack
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # scans whose truth file could not be read
 
     def verdicts(self) -> pd.Series:
         """scan_id -> True when the scan has a crack."""
@@ -114,6 +115,11 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
     annotated = [AnnotatedScan(s, CropSet.load(crop_paths[s["scan_id"]])) for s in scans]
     placed, report = place_annotations(files, root, annotated)
     crops_of = {s.record["scan_id"]: s.crops for s in annotated}
+    # A scan whose annotation file could not be read has unknown truth: it is left out of the
+    # metrics, never counted as a crack-free battery.
+    unreadable = report.unreadable
+    annotated = [s for s in annotated if s.record["scan_id"] not in unreadable]
+    placed = [a for a in placed if a.scan_id not in unreadable]
     slice_rows, box_rows = [], []
     cracked: set[tuple[str, int]] = set()
     for a in placed:
@@ -139,8 +145,11 @@ def truth_from_annotations(files: list[Path], root: str | Path, scans: list[dict
     notes = [f"{report.outside_rois} annotated polygon(s) lie outside every ROI"] if report.outside_rois else []
     notes += [f"{report.outside_range} polygon(s) on slices outside filter_index_range"] if report.outside_range else []
     notes += [f"annotation file not read: {r}" for r in report.rejected]
+    notes += [f"truth unreadable: {sid} ({f} not read), left out of the metrics" for sid, f in sorted(unreadable.items())]
     notes += report.outside_image[:20] + report.unmatched[:20]
-    return _truth(slice_rows, box_rows, crack_rows, ", ".join(report.files) or str(root), notes)
+    truth = _truth(slice_rows, box_rows, crack_rows, ", ".join(report.files) or str(root), notes)
+    truth.unreadable = sorted(unreadable)
+    return truth
 
 
 def _truth(slice_rows, box_rows, crack_rows, source, notes) -> Truth:

@@ -23,6 +23,7 @@ import supervision as sv
 
 from .crops import CropSet
 from .imaging import SliceReadError, Window, read_slice
+from .decisions import NO_DATA, scan_verdict
 from .io import atomic_dir, read_table, write_bytes
 
 log = logging.getLogger(__name__)
@@ -121,18 +122,25 @@ def _csv_bytes(header: list[str], rows: list[list]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def ai_results(battery: str, slices: pd.DataFrame, detections: pd.DataFrame) -> dict[str, bytes]:
+def ai_results(battery: str, slices: pd.DataFrame, detections: pd.DataFrame, verdict: str = "") -> dict[str, bytes]:
     """The original's two CSVs for one battery, as bytes: ``<battery>_log.csv`` (one row per
     anomaly image) and ``<battery>_detected.csv`` (one row per box of a confirmed crack).
 
     ``xmin..xmax`` and ``ymin..ymax`` are the inclusive pixel bounds the original's PatchCore
     wrote (its box was the min and max pixel of a cluster): our corners converted once, here,
     as the first and last pixel the box covers.
+
+    A ``NO DATA`` battery (too few slices judged) gets one row in ``_log.csv``: the battery's
+    name, ``Result`` ``NO DATA``, the counts empty. The original's header-only file means OK,
+    so a NO DATA battery written that way would read as OK; with the row, a reader that counts
+    rows sends it to review as it would an NG one, and one that reads ``Result`` sees why.
     """
     name = battery.replace("/", "").replace("[", "").replace("]", "")
     anomaly = slices[slices["anomaly"].astype(bool)].sort_values("slice_index")
     stems = {int(r.slice_index): f"{_name(r)}.png" for r in anomaly.itertuples()}
     log_rows = [[stems[int(i)], "NG", 1, "", ""] for i in anomaly["slice_index"]]
+    if verdict == NO_DATA and not log_rows:
+        log_rows = [[name, NO_DATA, "", "", ""]]
     confirmed = detections[(detections["crack_id"].fillna("").astype(str) != "")
                            & detections["slice_index"].isin(stems)].sort_values(["slice_index", "roi"])
     det_rows = [[stems[int(r.slice_index)], *inclusive_pixels(r.x1, r.y1, r.x2, r.y2), 1, "", ""]
@@ -150,7 +158,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]],
-            out_dir: str | Path, export_csv: bool) -> None:
+            out_dir: str | Path, export_csv: bool, min_slices: int = 1) -> None:
     """Lay out one model's images as the original did and write its AI_RESULTS.
 
     Args:
@@ -159,6 +167,7 @@ def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[p
         tables: scan_id -> (slice table, detections).
         out_dir: ``<output_inference_dir>/inference_<model>``, replaced whole.
         export_csv: write ``AI_RESULTS/<battery>/<battery>_{log,detected}.csv`` (``export_ai_csv_files``).
+        min_slices: ``decisions.min_consecutive_slices``: fewer slices judged is NO DATA.
     """
     with atomic_dir(out_dir) as tmp:
         for scan in scans:
@@ -169,17 +178,19 @@ def publish(scans: list[dict], staged: dict[str, str], tables: dict[str, tuple[p
                     _link_or_copy(png, target / png.name)
             if export_csv:
                 slices, detections = tables[sid]
+                cracks = detections["crack_id"].fillna("").astype(str)
+                verdict = scan_verdict(int(cracks[cracks != ""].nunique()), len(slices), min_slices)
                 battery_dir = tmp / "AI_RESULTS" / scan["battery_path"]
-                for name, data in ai_results(scan["battery_id"], slices, detections).items():
+                for name, data in ai_results(scan["battery_id"], slices, detections, verdict).items():
                     write_bytes(battery_dir / name, data)
 
 
 def publish_scans(scans: list[dict], image_dirs: list[str], slice_tables: list[str], detection_tables: list[str],
-                  out_dir: str | Path, export_csv: bool) -> None:
+                  out_dir: str | Path, export_csv: bool, min_slices: int = 1) -> None:
     """``publish`` from the rule's file lists, which follow the order of ``scans``."""
     from .io import read_table
 
     staged = {s["scan_id"]: d for s, d in zip(scans, image_dirs, strict=True)}
     tables = {s["scan_id"]: (read_table(sl), read_table(det))
               for s, sl, det in zip(scans, slice_tables, detection_tables, strict=True)}
-    publish(scans, staged, tables, out_dir, export_csv)
+    publish(scans, staged, tables, out_dir, export_csv, min_slices)

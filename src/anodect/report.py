@@ -247,6 +247,7 @@ def report_data(report: dict, models: list[str], batteries: pd.DataFrame, folder
         "batteries": _battery_table(batteries, models, truth_verdicts, slices),
         "metrics": _metric_table(metrics, models) if truth_info else None,
         "truth_notes": truth_info.get("notes", []) if truth_info else [],
+        "truth_unreadable": [names.get(s, s) for s in truth_info.get("truth_unreadable", [])] if truth_info else [],
         "counts_table": table([[k, *[metrics["models"][m]["counts"][k] for m in models]]
                                for k in ("batteries_ng", "cracks", "slices_flagged", "slices_anomaly", "slices")],
                               ["", *[registry.display(m) for m in models]]),

@@ -19,7 +19,16 @@ from snakemake.exceptions import WorkflowError
 try:
     # Schema validation with its defaults, then the checks a schema cannot express.
     # A cluster job's parse skips the input folders: it must not walk the tree.
-    config = preflight.check_config(config, inputs=workflow.is_main_process)
+    # Keys a --configfile leaves out keep config/config.yaml's values: named in any problem.
+    config = preflight.check_config(
+        config,
+        inputs=workflow.is_main_process,
+        defaulted=preflight.defaulted_keys(
+            Path(workflow.basedir) / "config" / "config.yaml",
+            workflow.overwrite_configfiles,
+            workflow.config_settings.overwrite_config,
+        ),
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc))
 

@@ -51,6 +51,7 @@ rule publish:
         scans=lambda wildcards: scan_records("inspect"),
         files=publish_files,
         export_csv=config["export_ai_csv_files"],
+        min_slices=config["decisions"]["min_consecutive_slices"],
     script:
         "../scripts/publish.py"
 

@@ -11,4 +11,5 @@ publish_scans(
     snakemake.params.files["detections.csv"],
     snakemake.output[0],
     snakemake.params.export_csv,
+    snakemake.params.min_slices,
 )
