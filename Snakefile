@@ -37,3 +37,20 @@ rule all:
     default_target: True
     input:
         all_targets,
+
+
+# One output folder, one run, across working directories (anodect.runlock); at the
+# end, a few lines in the run's own output: skipped slices, unread annotations, NO DATA
+# batteries, and where qc.tsv and the report are (anodect.runsummary).
+onstart:
+    runlock.acquire(RESULTS)
+
+
+onsuccess:
+    runlock.release(RESULTS)
+    print(runsummary.run_summary(RESULTS))
+
+
+onerror:
+    runlock.release(RESULTS)
+    print(runsummary.run_summary(RESULTS, failed=True))

@@ -63,7 +63,11 @@ def test_bad_scans_among_good_ones_do_not_stop_the_run(tmp_path, tiny_demo):
     shutil.copytree(t01 / "[Z軸]", far)
     for p in far.glob("*.tif"):
         p.rename(p.with_name(p.name.replace("_02", "_09")))
-    snakemake(tmp_path)
+    output = snakemake(tmp_path)
+    # The run's own output says what went wrong and where to look, not only the logs and the report.
+    assert "9 slice(s) skipped" in output and broken.name in output
+    assert "1 battery(ies) NO DATA (never judged, not OK): [X09] dead cell (patchcore)" in output
+    assert f"report: {tmp_path / 'results' / 'report' / 'comparison.html'}" in output
 
     results = tmp_path / "results"
     batteries = pd.read_csv(results / "tables" / "batteries.csv")
@@ -121,3 +125,30 @@ def test_a_killed_run_resumes_to_the_results_of_an_uninterrupted_one(tmp_path, t
                        for p in (first / "results" / "patchcore" / "scores").glob("*/*.npz")):
         with np.load(first / "results/patchcore/scores" / name) as a, np.load(scores / name) as b:
             assert np.array_equal(a["scores"], b["scores"]) and np.array_equal(a["maps"], b["maps"])
+
+
+def test_a_second_working_directory_writing_a_running_pipelines_output_folder_is_refused(tmp_path, tiny_demo):
+    """Snakemake locks a checkout, not its outputs: two checkouts on one output_inference_dir once
+    replaced each other's batch folders. A live run's lock refuses the second; a killed run's is taken over."""
+    from anodect.runlock import LOCK
+
+    demo_dir, _ = tiny_demo
+    shared = tmp_path / "shared-results"
+    first, second = tmp_path / "a", tmp_path / "b"
+    for workdir in (first, second):
+        patchcore_only(workdir, demo_dir, output_inference_dir=str(shared))
+    running = subprocess.Popen(["sleep", "120"])  # stands for the first checkout's live snakemake
+    try:
+        shared.mkdir()
+        (shared / LOCK).write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": running.pid,
+                                               "workdir": str(first), "started": "now"}), encoding="utf-8")
+        proc = subprocess.run(command(second, str(shared / "scans.tsv")), capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode != 0
+        assert f"is being written by another run: process {running.pid}" in proc.stdout + proc.stderr
+        assert not (shared / "scans.tsv").exists()
+    finally:
+        running.kill()
+        running.wait()
+    snakemake(second, str(shared / "scans.tsv"))  # the holder is gone: its lock is taken over
+    assert (shared / "scans.tsv").exists() and not (shared / LOCK).exists()

@@ -12,6 +12,8 @@ import anodect.batches as batches
 import anodect.planning as plan
 import anodect.preflight as preflight
 import anodect.registry as registry
+import anodect.runlock as runlock
+import anodect.runsummary as runsummary
 import anodect.sheets as sheets
 from anodect.config import ConfigError
 from snakemake.exceptions import WorkflowError
