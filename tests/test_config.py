@@ -69,7 +69,9 @@ def _original(tmp_path, image_size=1024):
     # The original's users bring their model files too (models/patchcore, original format).
     models = tmp_path / "models" / "patchcore"
     models.mkdir(parents=True)
-    write_params(models / "patchcore_params.pkl", {"backbone.name": "resnet50"})
+    write_params(models / "patchcore_params.pkl", {
+        "backbone.name": "resnet50", "layers_to_extract_from": ["layer2", "layer3"], "input_shape": (3, 167, 128),
+        "pretrain_embed_dimension": 4096, "target_embed_dimension": 1024, "patchsize": 3, "patchstride": 1})
     write_flat_index(models / "nnscorer_search_index.faiss", np.zeros((336, 1024), np.float32))
     config["output_dir_model_patchcore"] = str(models)
     rf_models = tmp_path / "models" / "rf_detr"
@@ -332,3 +334,37 @@ def test_a_problem_with_a_value_the_users_file_left_out_says_where_it_came_from(
     with pytest.raises(ConfigError, match=r"input_dir: folder .* not found \[input_dir is not in your config "
                                           r"file: this value is .*config\.yaml's\]"):
         check_config(config, defaulted=defaulted)
+
+
+def test_model_files_are_checked_before_any_job(tmp_path):
+    """A truncated memory bank, a hostile params pickle and a faiss file that is no flat index are
+    named by the config check, not by a scoring job after the crops ran."""
+    import hashlib
+    import os
+    import pickle
+
+    config = _original(tmp_path)
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    np.save(frozen / "memory_bank.npy", np.zeros((50, 8), np.float32))
+    whole = hashlib.sha256((frozen / "memory_bank.npy").read_bytes()).hexdigest()
+    (frozen / "model.json").write_text(json.dumps({"format": "anodect-patchcore/1", "bank_sha256": whole}))
+    with open(frozen / "memory_bank.npy", "r+b") as fh:
+        fh.truncate(1000)
+    config["patchcore"] = {"model": str(frozen)}
+    config["patchcore_threshold"] = 3.0
+    with pytest.raises(ConfigError, match=r"patchcore.model: .*memory_bank.npy does not match the sha256"):
+        check_config(copy.deepcopy(config))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    original = Path(config["output_dir_model_patchcore"])
+    (original / "patchcore_params.pkl").write_bytes(pickle.dumps(Evil()))
+    (original / "nnscorer_search_index.faiss").write_bytes(b"IxHN" + bytes(60))
+    config["patchcore"] = {"model": "original"}
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert "refused: the pickle asks to import" in str(err.value)
+    assert "is not a flat L2 index" in str(err.value)

@@ -78,6 +78,8 @@ def check_config(config: dict, inputs: bool = True, defaulted: dict[str, str] | 
         image_shapes += found_shapes
         problems += input_msgs
     problems += run(model_problems, config)
+    if inputs:  # the model files themselves (hashes, the original's pickle and index), main process only
+        problems += run(lambda: [p for plugin in registry.plugins().values() for p in plugin.file_problems(config)])
     problems += run(truth_problems, config)
     problems += run(metadata_problems, config)
     problems += run(output_problems, config) if inputs else []

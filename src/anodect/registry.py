@@ -159,6 +159,38 @@ class ModelPlugin:
         """A ready model's ``model.json`` against the config: each difference named."""
         return []
 
+    # model.json key -> the model file whose sha256 it records ("" for the model path itself)
+    hashed_files: dict = {}
+
+    def file_problems(self, config: dict) -> list[str]:
+        """A ready model's files against the sha256 its ``model.json`` records: a truncated or
+        altered file stops the run before any job, not in the scoring job after the crops ran."""
+        import hashlib
+        import json
+
+        choice = self.choice(config)
+        meta_path = self.metadata_path(config) if choice.kind == "path" else None
+        if not meta_path:
+            return []
+        try:
+            meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []  # metadata_problems names an unreadable model.json
+        out = []
+        for key, name in self.hashed_files.items():
+            folder = Path(choice.path)
+            path = folder / name if name and folder.is_dir() else folder
+            if not meta.get(key) or not path.is_file():
+                continue  # nothing recorded, or missing (problems() names it)
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            if digest.hexdigest() != meta[key]:
+                out.append(f"{self.key}.model: {path} does not match the sha256 in {meta_path} (altered or "
+                           "truncated: copy the model again, or retrain)")
+        return out
+
     # ---- the report -----------------------------------------------------------------------
 
     def model_id(self, meta: dict) -> str:

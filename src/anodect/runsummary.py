@@ -55,9 +55,9 @@ def run_summary(results: str | Path, failed: bool = False) -> str:
     for note in (metrics.get("truth") or {}).get("notes", []):
         if note.startswith(("annotation file not read", "truth unreadable")):
             unread.append(note)
-    for rejected in _json(results / "rfdetr" / "dataset" / "dataset.json").get("annotations", {}).get(
-            "rejected_files", []):
-        unread.append(f"training annotation file not read: {rejected}")
+    for dataset in sorted(results.glob("*/dataset/dataset.json")):  # a model's training set, if it built one
+        for rejected in (_json(dataset).get("annotations") or {}).get("rejected_files", []):
+            unread.append(f"training annotation file not read: {rejected}")
     if unread:
         lines.append(f"  {len(unread)} annotation problem(s): " + _named(unread))
     no_data = []

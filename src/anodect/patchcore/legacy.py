@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -27,49 +26,11 @@ from PIL import Image
 from ..crops import trim_context
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, _TORCHVISION, load_resnet_weights, torchvision_state
 from .model import ScoreResult
+from .files import _HEADER, UnsafeModelFile, load_params  # noqa: F401 - re-exported: the original's files
 from .plugin import INDEX_FILE, PARAMS_FILE, is_original_model
 from .search import NearestNeighbourIndex
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct("<4siqqqBiQ")  # fourcc, d, ntotal, 2 dummies, is_trained, metric, n
-
-
-class UnsafeModelFile(ValueError):
-    """A model file that tried to import code, or is not what it claims to be."""
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def __init__(self, fh, path: Path):
-        super().__init__(fh)
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        raise UnsafeModelFile(
-            f"{self.path}: refused: the pickle asks to import {module}.{name}; "
-            "a PatchCore params file holds plain values only"
-        )
-
-
-def load_params(path: str | Path) -> dict:
-    """Read ``patchcore_params.pkl`` without running any pickle code."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            params = _PlainUnpickler(fh, path).load()
-    except UnsafeModelFile:
-        raise
-    except Exception as exc:
-        raise UnsafeModelFile(f"{path}: not a readable params pickle ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(params, dict):
-        raise UnsafeModelFile(f"{path}: expected a dict, found {type(params).__name__}")
-    required = ["backbone.name", "layers_to_extract_from", "input_shape", "pretrain_embed_dimension",
-                "target_embed_dimension", "patchsize", "patchstride"]
-    missing = [k for k in required if k not in params]
-    if missing:
-        raise UnsafeModelFile(f"{path}: missing keys {missing}")
-    return params
-
 
 def write_params(path: str | Path, params: dict) -> None:
     """Write params exactly as the original did (pickle protocol 5 of a plain dict)."""

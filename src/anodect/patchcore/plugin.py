@@ -81,6 +81,27 @@ class PatchCorePlugin(ModelPlugin):
                             "tool's model sets none: give a number (the original used 90 with its own scale)")
         return problems
 
+    hashed_files = {"bank_sha256": BANK_FILE}
+
+    def file_problems(self, config: dict) -> list[str]:
+        """Besides the hashes: the original tool's params through the restricted unpickler and its
+        faiss index's header, before any job."""
+        from .files import UnsafeModelFile, flat_index_problem, load_params
+
+        problems = super().file_problems(config)
+        choice = self.choice(config)
+        folder = Path(choice.path) if choice.path else None
+        if folder is not None and is_original_model(folder):
+            key = "output_dir_model_patchcore" if choice.kind == "original" else "patchcore.model"
+            try:
+                load_params(folder / PARAMS_FILE)
+            except UnsafeModelFile as exc:
+                problems.append(f"{key}: {exc}")
+            index = flat_index_problem(folder / INDEX_FILE)
+            if index:
+                problems.append(f"{key}: {index}")
+        return problems
+
     def metadata_problems(self, config: dict, meta: dict, where: str) -> list[str]:
         pc = config["patchcore"]
         context = config.get("crop_context", 0)

@@ -25,6 +25,7 @@ UNTRAINED = ("RF-DETR started from random weights, so its figures measure an unt
 
 class RFDETRPlugin(ModelPlugin):
     key = "rfdetr"
+    hashed_files = {"checkpoint_sha256": CHECKPOINT}
     display = "RF-DETR"
     tool = "rf_detr"
     evidence = "boxes"

@@ -14,6 +14,7 @@ WEIGHTS = "weights.pt"
 
 class SegmenterPlugin(ModelPlugin):
     key = "segmenter"
+    hashed_files = {"weights_sha256": "weights.pt"}
     display = "Crack segmenter"
     tool = "segmenter"
     evidence = "maps"
