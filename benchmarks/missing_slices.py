@@ -20,7 +20,8 @@ PatchCore is judged under each ``--variants`` of its volume evidence (slab and w
                    at the scan's ends);
   truncate-gaps    truncate at gaps, the scan's ends shifted inwards as before;
   truncate-scaled  truncate, each z-score scaled by sqrt(slices in its slab / slab) and each
-                   window mean by sqrt(slices in it / window): fewer slices are not more evidence.
+                   window mean by sqrt(slices in it / window): fewer slices are not more evidence;
+  gaps-scaled      truncate-gaps, scaled the same way: complete scans judged exactly as now.
 
 Raw maps are cached by the bytes of each slabbed crop, so a left-out slice re-embeds only
 the crops whose slab changed. The segmenter rescans the cell each time (its inputs reach
@@ -99,17 +100,22 @@ def truncated_neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width
     return out
 
 
-def present(slice_indices: np.ndarray, width: int) -> np.ndarray:
-    """How many slices of each slice's centred window of ``width`` slice numbers exist."""
+def present(slice_indices: np.ndarray, width: int, shift_at_ends: bool = False) -> np.ndarray:
+    """How many slices of each slice's window of ``width`` slice numbers exist (centred, or
+    shifted inwards at the scan's first and last slices)."""
     idx = np.asarray(slice_indices, np.int64)
+    first, last = idx.min(), idx.max()
     lo = idx - width // 2
+    if shift_at_ends:
+        lo = np.minimum(np.maximum(lo, first), max(last - width + 1, first))
     return np.array([int(((idx >= a) & (idx <= a + width - 1)).sum()) for a in lo], np.float32)
 
 
 _plain_volume_maps = volume.volume_maps
 
 
-def scaled_volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings) -> np.ndarray:
+def scaled_volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings, shift_at_ends: bool = False
+                       ) -> np.ndarray:
     """Truncated windows whose fewer slices do not count as evidence: each z-score scaled by
     sqrt(slices in its slab / slab), each window mean by sqrt(slices in it / window), so a mean of
     fewer slices has the null spread of a full one."""
@@ -118,15 +124,18 @@ def scaled_volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings) ->
     z = _plain_volume_maps(maps, slice_indices, replace(settings, window=1))
     if not np.isfinite(z).any():
         return z
-    z = z * np.sqrt(present(slice_indices, settings.slab) / max(settings.slab, 1))[:, None, None, None]
-    zw = truncated_neighbour_mean(z, slice_indices, settings.window)
-    return zw * np.sqrt(present(slice_indices, settings.window) / max(settings.window, 1))[:, None, None, None]
+    k_slab = present(slice_indices, settings.slab, shift_at_ends)
+    z = z * np.sqrt(k_slab / max(settings.slab, 1))[:, None, None, None]
+    zw = truncated_neighbour_mean(z, slice_indices, settings.window, shift_at_ends)
+    k_window = present(slice_indices, settings.window, shift_at_ends)
+    return zw * np.sqrt(k_window / max(settings.window, 1))[:, None, None, None]
 
 
 VARIANTS = {"bridge": volume.neighbour_mean, "ends": ends_neighbour_mean,
             "truncate": truncated_neighbour_mean,
             "truncate-gaps": lambda st, ix, w: truncated_neighbour_mean(st, ix, w, shift_at_ends=True),
-            "truncate-scaled": truncated_neighbour_mean}
+            "truncate-scaled": truncated_neighbour_mean,
+            "gaps-scaled": lambda st, ix, w: truncated_neighbour_mean(st, ix, w, shift_at_ends=True)}
 
 
 @contextmanager
@@ -135,6 +144,8 @@ def variant(name: str):
     volume.neighbour_mean = VARIANTS[name]
     if name == "truncate-scaled":
         volume.volume_maps = scaled_volume_maps
+    elif name == "gaps-scaled":
+        volume.volume_maps = lambda m, ix, st: scaled_volume_maps(m, ix, st, shift_at_ends=True)
     try:
         yield
     finally:
