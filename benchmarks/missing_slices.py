@@ -59,6 +59,7 @@ from anodect.patchcore import volume  # noqa: E402
 from anodect.patchcore.model import PatchCore  # noqa: E402
 from anodect.registry import get  # noqa: E402
 from anodect.segmenter.model import Segmenter  # noqa: E402
+from anodect.sheets import read_sheet  # noqa: E402
 
 
 def ends_neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int) -> np.ndarray:
@@ -153,14 +154,12 @@ def variant(name: str):
 
 
 def merged_config(path: str | None) -> dict:
+    """config/config.yaml with ``path`` over it, as ``snakemake --configfile path`` merges them."""
+    from snakemake.utils import update_config
+
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
     if path:
-        def merge(a: dict, b: dict) -> dict:
-            for k, v in b.items():
-                a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-            return a
-
-        base = merge(base, yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        update_config(base, yaml.safe_load(Path(path).read_text(encoding="utf-8")))
     return validate_schema(base)
 
 
@@ -217,8 +216,7 @@ def judge(judge_, cs: CropSet, settings, model: str) -> tuple[float, float, str]
 
 
 def normal_test_cells(run: Path) -> list[CropSet]:
-    sheet = pd.read_csv(run / "scans.tsv", sep="\t")
-    battery = dict(zip(sheet.scan_id, sheet.battery_id))
+    battery = {r["scan_id"]: r["battery_id"] for r in read_sheet(run / "scans.tsv")}
     cells = pd.read_csv(run / "demo" / "truth" / "cells.csv").set_index("battery_id")["verdict"]
     out = []
     for path in sorted(run.glob("crops/inspect-*/*.npz")):

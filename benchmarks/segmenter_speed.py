@@ -5,6 +5,8 @@ real-CT benchmark's 12 test scans (20 slices x 2 ROIs of 167x128 px, 199x160 wit
 
   (a) the pipeline's own job, end to end: ``segmenter.stage.score_scan`` per scan (crops file
       in, inputs built, network, score file written), as ``score_segmenter`` runs it;
+  (m) the residual's reference alone: the median of each crop's distant slices by
+      ``np.median`` and by the sorting network (``segmenter.inputs.median``), ms per crop;
   (b) the model's own compute on the same crops in memory (``Segmenter.score``: inputs and
       network);
 
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=12, help="test scans scored per repeat")
     parser.add_argument("--steps", type=int, default=60, help="training steps timed per repeat")
     parser.add_argument("--no-training", action="store_true", help="time scoring only")
+    parser.add_argument("--median-only", action="store_true", help="time the residual's median only")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "real_ct"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -90,20 +93,39 @@ def main() -> None:
     n_crops = sum(cs.crops.shape[0] * cs.crops.shape[1] for cs in test.values())
     load = [os.getloadavg()[0]]
     rows = []
+    # (m) the residual's reference alone: np.median against the sorting network, per crop.
+    stacks = [cs.crops[:, r].astype(np.float32) for cs in test.values() for r in range(cs.crops.shape[1])]
+    fars = [stack[inputs.distant(cs_idx, p, inputs.InputSettings())] for stack, cs_idx in
+            zip(stacks, [cs.slice_indices for cs in test.values() for _ in range(cs.crops.shape[1])])
+            for p in range(len(stack))]
+    fars = [f for f in fars if len(f)]
+    for name, fn in (("np.median", lambda v: np.median(v, axis=0)), ("sorting network (default)", inputs.median)):
+        per_crop = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for far in fars:
+                fn(far)
+            per_crop.append((time.perf_counter() - t0) / len(fars) * 1000)
+            load.append(os.getloadavg()[0])
+        rows.append((f"median of the distant slices: {name}", "(m) ms per crop",
+                     f"{np.median(per_crop):.2f} ({min(per_crop):.2f}-{max(per_crop):.2f})"))
+        print(" | ".join(rows[-1]), flush=True)
+    variants = [] if args.median_only else VARIANTS
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
         for name, cs in test.items():
             paths[name] = Path(tmp) / f"{len(paths):02d}.crops.npz"
             cs.save(paths[name])
         models = {}
-        for vname, channels, precision, batch, _ in VARIANTS:
+        for vname, channels, precision, batch, _ in variants:
             models[vname] = Segmenter(SegmenterSettings(channels=channels, precision=precision,
                                                         score_batch_size=batch, seed=0))
             models[vname].metadata = {"context": context, "model_id": "speed"}
-        sides = {(v[0], side): [] for v in VARIANTS for side in ("(a) pipeline job, end to end", "(b) model compute")}
+        sides = {(v[0], side): [] for v in variants
+                 for side in ("(a) pipeline job, end to end", "(b) model compute")}
         # Repeats outside, variants inside: a change in the machine's load falls on every variant alike.
         for _ in range(args.repeats):
-            for vname, _, _, _, slow_median in VARIANTS:
+            for vname, _, _, _, slow_median in variants:
                 model = models[vname]
                 with numpy_median(slow_median):
                     t0 = time.perf_counter()
@@ -120,7 +142,7 @@ def main() -> None:
     from anodect.segmenter.model import TrainingCell
 
     train_sets = load_crops(folder, rois, config, "train_normal")
-    for wname, channels in ({} if args.no_training else WIDTHS).items():
+    for wname, channels in ({} if args.no_training or args.median_only else WIDTHS).items():
         settings = SegmenterSettings(channels=channels, steps=args.steps, seed=0)
         cells = [TrainingCell.of(n, cs.crops, cs.slice_indices, settings.inputs) for n, cs in train_sets.items()]
         per_step = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+
+from .fileinfo import file_sha256, process_alive  # noqa: F401 - file_sha256 re-exported for the models
 
 
 def _current_umask() -> int:
@@ -48,16 +49,6 @@ def _owner() -> str:
     return f"{_HOST}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def remove_leftovers(folder: Path, pattern: str) -> list[str]:
     """Remove the temporaries of one output that killed jobs left in ``folder``.
 
@@ -76,7 +67,7 @@ def remove_leftovers(folder: Path, pattern: str) -> list[str]:
         if not m:
             continue
         if m.group("host") == _HOST:
-            if _alive(int(m.group("pid"))):
+            if process_alive(int(m.group("pid"))):
                 continue
         else:
             try:
@@ -167,15 +158,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
             raise output_error(path, exc) from exc
         raise
-
-
-def file_sha256(path: str | Path, limit: int | None = None) -> str:
-    """Hex sha256 of a file (the first ``limit`` characters when given): model files are identified by it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:limit] if limit else digest.hexdigest()
 
 
 def read_model_folder(folder: str | Path, files: tuple[str, ...], metadata: str, fmt: str, what: str) -> dict:

@@ -165,8 +165,9 @@ class ModelPlugin:
     def file_problems(self, config: dict) -> list[str]:
         """A ready model's files against the sha256 its ``model.json`` records: a truncated or
         altered file stops the run before any job, not in the scoring job after the crops ran."""
-        import hashlib
         import json
+
+        from .fileinfo import file_sha256
 
         choice = self.choice(config)
         meta_path = self.metadata_path(config) if choice.kind == "path" else None
@@ -182,11 +183,7 @@ class ModelPlugin:
             path = folder / name if name and folder.is_dir() else folder
             if not meta.get(key) or not path.is_file():
                 continue  # nothing recorded, or missing (problems() names it)
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-            if digest.hexdigest() != meta[key]:
+            if file_sha256(path) != meta[key]:
                 out.append(f"{self.key}.model: {path} does not match the sha256 in {meta_path} (altered or "
                            "truncated: copy the model again, or retrain)")
         return out

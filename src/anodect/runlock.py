@@ -16,6 +16,8 @@ import socket
 import time
 from pathlib import Path
 
+from .fileinfo import process_alive
+
 LOCK = ".anodect-run.lock"
 FOREIGN_STALE_S = 24 * 3600  # another host's process cannot be asked whether it still runs
 
@@ -26,16 +28,6 @@ class RunLockError(RuntimeError):
 
 def _host() -> str:
     return socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(lock: Path) -> dict | None:
@@ -49,7 +41,7 @@ def _live_other(holder: dict | None, lock: Path, workdir: str) -> bool:
     if not holder or holder.get("workdir") == workdir:
         return False  # unreadable, or this checkout's own (Snakemake locks a working directory itself)
     if holder.get("host") == _host():
-        return _alive(int(holder.get("pid", 0)))
+        return process_alive(int(holder.get("pid", 0)))
     try:
         return time.time() - lock.stat().st_mtime < FOREIGN_STALE_S
     except OSError:
