@@ -10,18 +10,22 @@ the whole scan's peak (its largest crop score: PatchCore's volume score, the seg
 probability), the range of peaks with slices missing, the largest move of the peak as a share
 of the threshold, and the verdicts that changed.
 
-PatchCore is judged under each ``--variants`` of its volume evidence (slab and window) in one run:
+PatchCore is judged under each ``--variants`` of its volume evidence, REFERENCE/EDGES
+(``patchcore.volume.reference`` and ``.edges``, config/README.md), in one run, each at its own
+automatic threshold. A variant whose slabs are the run's model's uses its bank, its threshold
+recomputed from the training cells held out one by one as training does
+(``PatchCore.heldout_thresholds``; the saved bank does not record which cell each vector came
+from, so every bank vector is found again among the training patches). A variant with other
+slabs (other ``edges``) gets a bank of its own, trained from the run's training crops with the
+model's settings (scoring centred slabs against a bank of shifted ones set a threshold of 8.7
+where the bank of centred slabs sets 3.3).
 
-  bridge           the pipeline's (unchanged): the ``width`` nearest slices within ``width - 1``
-                   slice numbers, so near a gap a slab or window takes a slice from across it;
-  ends             a gap as a scan end: the window stays in the run of consecutive slices,
-                   shifted away from the gap (a short run averaged whole);
-  truncate         the centred window over the slices that exist in it (fewer beside a gap and
-                   at the scan's ends);
-  truncate-gaps    truncate at gaps, the scan's ends shifted inwards as before;
-  truncate-scaled  truncate, each z-score scaled by sqrt(slices in its slab / slab) and each
-                   window mean by sqrt(slices in it / window): fewer slices are not more evidence;
-  gaps-scaled      truncate-gaps, scaled the same way: complete scans judged exactly as now.
+  median/shifted                 before issue #30: plain medians; slab and window the nearest
+                                 slices, across a gap, shifted inwards at the scan's ends;
+  trimmed-harrell-davis/centred  the default: trimmed Harrell-Davis medians; centred windows
+                                 over the slices that exist, a z-score from fewer slices scaled
+                                 by sqrt(present / width), a slice alone between gaps not judged;
+  and the other combinations (``harrell-davis`` is the kernel uncut): one change at a time.
 
 Raw maps are cached by the bytes of each slabbed crop, so a left-out slice re-embeds only
 the crops whose slab changed. The segmenter rescans the cell each time (its inputs reach
@@ -29,17 +33,18 @@ the crops whose slab changed. The segmenter rescans the cell each time (its inpu
 
 Usage:
     .venv/bin/python benchmarks/missing_slices.py results/real_ct:config/real_ct.yaml results \\
-        [--models patchcore segmenter] [--variants bridge truncate-scaled] [--spans 1 3] [--threads 2]
+        [--models patchcore segmenter] [--variants median/shifted trimmed-harrell-davis/centred] [--spans 1 3]
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import hashlib
 import json
 import os
 import sys
-from contextlib import contextmanager
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +53,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from anodect.config import validate_schema  # noqa: E402
 from anodect.crops import CropSet  # noqa: E402
@@ -62,97 +68,6 @@ from anodect.segmenter.model import Segmenter  # noqa: E402
 from anodect.sheets import read_sheet  # noqa: E402
 
 
-def ends_neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int) -> np.ndarray:
-    """A gap as a scan end: ``width`` consecutive slices within the run of consecutive slice
-    numbers, shifted away from the gap; a run shorter than ``width`` averaged whole."""
-    stack = np.asarray(stack)
-    if width <= 1 or len(stack) <= 1:
-        return stack.astype(np.float32)
-    idx = np.asarray(slice_indices, np.int64)
-    order = np.argsort(idx, kind="stable")
-    breaks = np.flatnonzero(np.diff(idx[order]) != 1) + 1
-    starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(idx)]]) - 1
-    run = np.searchsorted(starts, np.arange(len(idx)), side="right") - 1
-    out = np.empty(stack.shape, np.float32)
-    for k in range(len(idx)):
-        first, last = starts[run[k]], ends[run[k]]
-        lo = first if last - first + 1 <= width else int(np.clip(k - width // 2, first, last - width + 1))
-        hi = last if last - first + 1 <= width else lo + width - 1
-        out[order[k]] = stack[order[lo:hi + 1]].mean(axis=0, dtype=np.float32)
-    return out
-
-
-def truncated_neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int,
-                             shift_at_ends: bool = False) -> np.ndarray:
-    """The centred window of ``width`` slice numbers, over the slices that exist in it (fewer beside a
-    gap); with ``shift_at_ends`` the scan's first and last slices keep a full window shifted inwards."""
-    stack = np.asarray(stack)
-    if width <= 1 or len(stack) <= 1:
-        return stack.astype(np.float32)
-    idx = np.asarray(slice_indices, np.int64)
-    first, last = idx.min(), idx.max()
-    out = np.empty(stack.shape, np.float32)
-    for k, s in enumerate(idx):
-        lo = s - width // 2
-        if shift_at_ends:
-            lo = min(max(lo, first), max(last - width + 1, first))
-        inside = (idx >= lo) & (idx <= lo + width - 1)
-        out[k] = stack[inside].mean(axis=0, dtype=np.float32)
-    return out
-
-
-def present(slice_indices: np.ndarray, width: int, shift_at_ends: bool = False) -> np.ndarray:
-    """How many slices of each slice's window of ``width`` slice numbers exist (centred, or
-    shifted inwards at the scan's first and last slices)."""
-    idx = np.asarray(slice_indices, np.int64)
-    first, last = idx.min(), idx.max()
-    lo = idx - width // 2
-    if shift_at_ends:
-        lo = np.minimum(np.maximum(lo, first), max(last - width + 1, first))
-    return np.array([int(((idx >= a) & (idx <= a + width - 1)).sum()) for a in lo], np.float32)
-
-
-_plain_volume_maps = volume.volume_maps
-
-
-def scaled_volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings, shift_at_ends: bool = False
-                       ) -> np.ndarray:
-    """Truncated windows whose fewer slices do not count as evidence: each z-score scaled by
-    sqrt(slices in its slab / slab), each window mean by sqrt(slices in it / window), so a mean of
-    fewer slices has the null spread of a full one."""
-    from dataclasses import replace
-
-    z = _plain_volume_maps(maps, slice_indices, replace(settings, window=1))
-    if not np.isfinite(z).any():
-        return z
-    k_slab = present(slice_indices, settings.slab, shift_at_ends)
-    z = z * np.sqrt(k_slab / max(settings.slab, 1))[:, None, None, None]
-    zw = truncated_neighbour_mean(z, slice_indices, settings.window, shift_at_ends)
-    k_window = present(slice_indices, settings.window, shift_at_ends)
-    return zw * np.sqrt(k_window / max(settings.window, 1))[:, None, None, None]
-
-
-VARIANTS = {"bridge": volume.neighbour_mean, "ends": ends_neighbour_mean,
-            "truncate": truncated_neighbour_mean,
-            "truncate-gaps": lambda st, ix, w: truncated_neighbour_mean(st, ix, w, shift_at_ends=True),
-            "truncate-scaled": truncated_neighbour_mean,
-            "gaps-scaled": lambda st, ix, w: truncated_neighbour_mean(st, ix, w, shift_at_ends=True)}
-
-
-@contextmanager
-def variant(name: str):
-    saved, saved_maps = volume.neighbour_mean, volume.volume_maps
-    volume.neighbour_mean = VARIANTS[name]
-    if name == "truncate-scaled":
-        volume.volume_maps = scaled_volume_maps
-    elif name == "gaps-scaled":
-        volume.volume_maps = lambda m, ix, st: scaled_volume_maps(m, ix, st, shift_at_ends=True)
-    try:
-        yield
-    finally:
-        volume.neighbour_mean, volume.volume_maps = saved, saved_maps
-
-
 def merged_config(path: str | None) -> dict:
     """config/config.yaml with ``path`` over it, as ``snakemake --configfile path`` merges them."""
     from snakemake.utils import update_config
@@ -163,16 +78,23 @@ def merged_config(path: str | None) -> dict:
     return validate_schema(base)
 
 
-class PatchCoreJudge:
-    """PatchCore's evidence of a (partial) scan, with raw maps cached by slabbed crop."""
+VARIANTS = [f"{r}/{e}" for r in volume.REFERENCES for e in ("shifted", "centred")]
 
-    def __init__(self, model: PatchCore, context: int):
-        self.model, self.context, self.cache = model, context, {}
-        self.vol = volume.VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1}))
+
+def variant_settings(model: PatchCore, name: str) -> volume.VolumeSettings:
+    reference, edges = name.split("/")
+    return replace(volume.VolumeSettings.from_model(model.metadata.get("volume")), reference=reference, edges=edges)
+
+
+class PatchCoreJudge:
+    """PatchCore's evidence of a (partial) scan under one volume setting, raw maps cached by slabbed crop."""
+
+    def __init__(self, model: PatchCore, context: int, vol: volume.VolumeSettings):
+        self.model, self.context, self.cache, self.vol = model, context, {}, vol
 
     def evidence(self, cs: CropSet) -> ScoreMaps:
         s, r, h, w = cs.crops.shape
-        slabbed = volume.slab_crops(cs.crops, cs.slice_indices, self.vol.slab).reshape(s * r, h, w)
+        slabbed = volume.slab_crops(cs.crops, cs.slice_indices, self.vol.slab, self.vol.edges).reshape(s * r, h, w)
         keys = [hashlib.sha1(c.tobytes()).hexdigest() for c in slabbed]
         missing = [k for k, key in enumerate(keys) if key not in self.cache]
         if missing:
@@ -193,6 +115,65 @@ class SegmenterJudge:
     def evidence(self, cs: CropSet) -> ScoreMaps:
         scores, maps, _ = self.model.score(cs.crops, cs.slice_indices, self.context)
         return ScoreMaps.from_crops(cs, scores, maps, "missing-slices")
+
+
+def training_scans(model: PatchCore, run: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The run's training cells (crops, slice indices), in the order the model was trained on them."""
+    sets = {cs.scan_id: cs for cs in map(CropSet.load, sorted(run.glob("crops/train_normal-*/*.npz")))}
+    order = [sets[r["scan_id"]] for r in model.metadata["training_scans"] if sets[r["scan_id"]].n_slices]
+    return [(cs.crops, cs.slice_indices) for cs in order]
+
+
+def restore_groups(model: PatchCore, scans, context: int) -> None:
+    """Each bank vector's training cell, which the saved model does not keep (the held-out
+    threshold needs it): every bank vector is one training patch, found again exactly."""
+    import faiss
+
+    from anodect.patchcore.model import inner_patches
+
+    vol = volume.VolumeSettings.from_model(model.metadata["volume"])
+    slabbed = [volume.slab_crops(c, i, vol.slab, vol.edges) for c, i in scans]
+    flat_crops = np.concatenate([c.reshape(-1, *c.shape[2:]) for c in slabbed])
+    groups = np.concatenate([np.full(c.shape[0] * c.shape[1], g) for g, c in enumerate(slabbed)])
+    features = model.embed(flat_crops)
+    n, gh, gw, d = features.shape
+    _, geo = model.geometry(flat_crops.shape[1:])
+    rows, cols = inner_patches(geo, (gh, gw), flat_crops.shape[1:], context)
+    flat = np.ascontiguousarray(features[:, rows, cols].reshape(-1, d), np.float32)
+    index = faiss.IndexFlatL2(d)
+    index.add(flat)
+    dist, nearest = index.search(np.ascontiguousarray(model.bank, np.float32), 1)
+    scale = float(np.median((model.bank ** 2).sum(1)))
+    if float(dist.max()) > 1e-6 * scale:
+        raise RuntimeError(f"bank vectors not found among the training patches (largest distance {dist.max():.3g})")
+    model.bank_groups = groups[nearest[:, 0] // (flat.shape[0] // n)]
+
+
+def heldout_threshold(model: PatchCore, scans, context: int, vol: volume.VolumeSettings) -> float:
+    """The variant's own automatic volume threshold, from the training cells held out one by one."""
+    model.settings = replace(model.settings, volume=vol)
+    slabbed = [volume.slab_crops(c, i, vol.slab, vol.edges) for c, i in scans]
+    return float(model.heldout_thresholds(slabbed, [i for _, i in scans], context)["volume"])
+
+
+def whole_scans(model: PatchCore, vol: volume.VolumeSettings, threshold: float, run: Path, config: dict) -> dict:
+    """Every test cell whole (cracked ones too), judged as ``benchmarks/real_ct.py`` judges them:
+    what a variant costs or gains where no slice is missing."""
+    import real_ct
+
+    from anodect.config import rois_from_config
+    from anodect.tracking import TrackingSettings
+
+    test = real_ct.load_crops(run / "demo", rois_from_config(config), config, "test")
+    model.metadata = {**model.metadata, "volume": vol.as_dict(),
+                      "auto_threshold": {**model.metadata["auto_threshold"], "volume": threshold}}
+    d = config["decisions"]
+    tracking = TrackingSettings(min_consecutive_slices=d["min_consecutive_slices"], max_gap=d["max_gap"],
+                                link_margin=d["link_margin"])
+    m = real_ct.evaluate(model, test, run / "demo" / "truth", tracking)["volume"]
+    return {"crop AUROC": round(m["crop_auroc"], 3), "slice AUROC": round(m["slice_auroc"], 3),
+            "cracked NG": f"{m['cracked_ng']}/{m['n_cracked']}", "normal NG": f"{m['normal_ng']}/{m['n_normal']}",
+            "crack recall": round(m["crack_recall"], 2)}
 
 
 def without(cs: CropSet, drop: list[int]) -> CropSet:
@@ -230,13 +211,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="RUN_DIR[:CONFIG] of finished runs")
     parser.add_argument("--models", nargs="+", default=["patchcore"], choices=["patchcore", "segmenter"])
-    parser.add_argument("--variants", nargs="+", default=["bridge", "truncate-scaled"], choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["median/shifted", "trimmed-harrell-davis/centred"],
+                        choices=VARIANTS)
     parser.add_argument("--spans", nargs="+", type=int, default=[1, 3], help="consecutive slices left out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "missing_slices.json"))
     args = parser.parse_args()
     set_threads(args.threads)
-    rows, load = [], [os.getloadavg()[0]]
+    rows, whole_rows, load = [], [], [os.getloadavg()[0]]
     for spec in args.runs:
         run, _, cfg = spec.partition(":")
         run = Path(run)
@@ -248,43 +230,71 @@ def main() -> None:
             params = get(model_name).decision_params(config)
             settings = settings_from_params({**params, "threshold": "auto"}, folder / "model.json", model_name)
             if model_name == "patchcore":
-                judges = {v: PatchCoreJudge(PatchCore.load(folder), context) for v in args.variants}
+                saved = PatchCore.load(folder)
+                saved_vol = volume.VolumeSettings.from_model(saved.metadata["volume"])
+                scans, restored = training_scans(saved, run), False
+                judges = {}
+                for v in args.variants:
+                    vol = variant_settings(saved, v)
+                    if (vol.slab, vol.edges) == (saved_vol.slab, saved_vol.edges):
+                        # The run's bank holds these slabs: only the threshold is the variant's own.
+                        model = saved
+                        if not restored:
+                            restore_groups(saved, scans, context)
+                            restored = True
+                        threshold = heldout_threshold(model, scans, context, vol)
+                    else:
+                        # Other slabs: a bank of them, trained as the pipeline trains (its own threshold).
+                        t0 = time.perf_counter()
+                        model = PatchCore(replace(saved.settings, volume=vol)).fit_scans(scans, context)
+                        threshold = float(model.metadata["auto_threshold"]["volume"])
+                        print(f"{run} {v}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+                    print(f"{run} {v}: held-out volume threshold {threshold:.4f}", flush=True)
+                    judges[v] = (PatchCoreJudge(model, context, vol), replace(settings, threshold=threshold))
+                    whole_rows.append({"run": str(run), "variant": v, **whole_scans(model, vol, threshold, run, config)})
+                    print(json.dumps(whole_rows[-1]), flush=True)
             else:
-                judges = {"as is": SegmenterJudge(Segmenter.load(folder), context)}
-            for vname, jd in judges.items():
-                with variant(vname if model_name == "patchcore" else "ends"):
-                    for cs in cells:
-                        whole, whole_run, verdict = judge(jd, cs, settings, model_name)
-                        thr = abs(settings.threshold)
-                        row = {"run": str(run), "model": model_name, "variant": vname, "cell": cs.scan_id,
-                               "threshold": round(settings.threshold, 4), "whole peak": round(whole, 4),
-                               "whole run score": round(whole_run, 4), "verdict": verdict}
-                        for span in args.spans:
-                            peaks, runs, flips = [], [], []
-                            for p in range(len(cs.slice_indices) - span + 1):
-                                peak, run_, v = judge(jd, without(cs, list(range(p, p + span))), settings,
-                                                      model_name)
-                                peaks.append(peak)
-                                runs.append(run_)
-                                if v != verdict:
-                                    flips.append(f"{int(cs.slice_indices[p])}:{v}")
-                            row.update({f"{span} out: peaks": f"{min(peaks):.3f}-{max(peaks):.3f}",
-                                        f"{span} out: largest move / threshold":
-                                            round(max(abs(p - whole) for p in peaks) / thr, 3),
-                                        f"{span} out: largest run-score move / threshold":
-                                            round(max(abs(r - whole_run) for r in runs) / thr, 3),
-                                        f"{span} out: verdicts changed": ", ".join(flips) or "none"})
-                        row["margin / threshold"] = round(abs(whole - settings.threshold) / thr, 3)
-                        row["run margin / threshold"] = round(abs(whole_run - settings.threshold) / thr, 3)
-                        rows.append(row)
-                        load.append(os.getloadavg()[0])
-                        print(json.dumps(row, ensure_ascii=False), flush=True)
+                judges = {"as is": (SegmenterJudge(Segmenter.load(folder), context), settings)}
+            for vname, (jd, settings) in judges.items():
+                for cs in cells:
+                    whole, whole_run, verdict = judge(jd, cs, settings, model_name)
+                    thr = abs(settings.threshold)
+                    row = {"run": str(run), "model": model_name, "variant": vname, "cell": cs.scan_id,
+                           "threshold": round(settings.threshold, 4), "whole peak": round(whole, 4),
+                           "whole run score": round(whole_run, 4), "verdict": verdict}
+                    for span in args.spans:
+                        peaks, runs, flips = [], [], []
+                        for p in range(len(cs.slice_indices) - span + 1):
+                            peak, run_, v = judge(jd, without(cs, list(range(p, p + span))), settings,
+                                                  model_name)
+                            peaks.append(peak)
+                            runs.append(run_)
+                            if v != verdict:
+                                flips.append(f"{int(cs.slice_indices[p])}:{v}")
+                        row.update({f"{span} out: peaks": f"{min(peaks):.3f}-{max(peaks):.3f}",
+                                    f"{span} out: largest move / threshold":
+                                        round(max(abs(p - whole) for p in peaks) / thr, 3),
+                                    f"{span} out: largest run-score move / threshold":
+                                        round(max(abs(r - whole_run) for r in runs) / thr, 3),
+                                    # What can turn a normal cell NG: the run score rising.
+                                    f"{span} out: largest run-score rise / threshold":
+                                        round(max(max(r - whole_run for r in runs), 0.0) / thr, 3),
+                                    f"{span} out: verdicts changed": ", ".join(flips) or "none"})
+                    row["margin / threshold"] = round(abs(whole - settings.threshold) / thr, 3)
+                    row["run margin / threshold"] = round(abs(whole_run - settings.threshold) / thr, 3)
+                    rows.append(row)
+                    load.append(os.getloadavg()[0])
+                    print(json.dumps(row, ensure_ascii=False), flush=True)
     table = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    Path(args.out).write_text(json.dumps({"missing": rows, "whole": whole_rows}, ensure_ascii=False, indent=1),
+                              encoding="utf-8")
     print(f"\n{args.threads} threads; machine load (1-min) median {np.median(load):.2f}, "
           f"range {min(load):.2f}-{max(load):.2f}\n")
     print(table.to_markdown(index=False))
+    if whole_rows:
+        print("\nWhole scans, every test cell (volume evidence at each variant's own threshold):\n")
+        print(pd.DataFrame(whole_rows).to_markdown(index=False))
     for (run, model, vname), g in table.groupby(["run", "model", "variant"], sort=False):
         line = [f"{run} {model} [{vname}]"]
         for span in args.spans:
@@ -294,7 +304,8 @@ def main() -> None:
             flipped_run = far_run[far_run[f"{span} out: verdicts changed"] != "none"]
             line.append(f"{span} out: largest move of the peak {g[f'{span} out: largest move / threshold'].max():.3f}"
                         f" of the threshold, of the run score "
-                        f"{g[f'{span} out: largest run-score move / threshold'].max():.3f}; verdicts changed: "
+                        f"{g[f'{span} out: largest run-score move / threshold'].max():.3f} (largest rise "
+                        f"{g[f'{span} out: largest run-score rise / threshold'].max():.3f}); verdicts changed: "
                         f"{len(flipped)} of {len(far)} cells with the peak >15% from the threshold, "
                         f"{len(flipped_run)} of {len(far_run)} with the run score >15% from it, "
                         f"{int((g[f'{span} out: verdicts changed'] != 'none').sum())} of {len(g)} in all")

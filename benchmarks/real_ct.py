@@ -57,6 +57,7 @@ from anodect.tracking import TrackingSettings  # noqa: E402
 # What each candidate changes from the pipeline's defaults (config/config.yaml).
 CANDIDATES = {
     "default": {},
+    "median, shifted (before #30)": {"volume": {"reference": "median", "edges": "shifted"}},
     "no slab": {"volume": {"slab": 1}},
     "slab 5": {"volume": {"slab": 5}},
     "window 1": {"volume": {"window": 1}},

@@ -164,3 +164,30 @@ def test_a_scan_with_fewer_usable_slices_than_a_crack_needs_is_no_data(tmp_path)
     scores = pd.DataFrame({"scan_id": ["short", SCAN["scan_id"]], "rfdetr_score": [0.9, 0.9]})
     shown = _battery_table(table, ["rfdetr"], None, scores)
     assert "NO DATA (3 slices judged)" in shown["rows"][0]["cells"]
+
+
+def test_a_slice_without_volume_evidence_is_not_counted_as_judged(tmp_path):
+    """Issue #30: a slice alone between gaps gets no volume evidence (NaN); the battery table's
+    count of usable slices leaves it out, and it never joins a crack."""
+    from anodect.crops import CropSet
+    from anodect.decisions import decide_scan
+
+    idx = np.array([200, 202, 203, 204, 205, 206])
+    maps = np.zeros((6, 1, 32, 42), np.float16)
+    vmaps = maps.copy()
+    vmaps[:, 0, 10:13, 5:20] = 5.0
+    vscores = np.full((6, 1), 5.0, np.float32)
+    vmaps[0], vscores[0] = np.nan, np.nan
+    save_arrays(tmp_path / "s.npz", scan_id=np.array("s"), scores=np.ones((6, 1), np.float32), maps=maps,
+                volume_scores=vscores, volume_maps=vmaps, slice_indices=idx, roi_names=np.array(["left"]),
+                roi_boxes=np.array([[100, 400, 142, 432]]), model_id=np.array("m"))
+    CropSet("s", np.zeros((6, 1, 32, 42), np.uint8), idx, np.array([f"/x/{i}.tif" for i in idx]),
+            np.array(["left"]), np.array([[100, 400, 142, 432]]), (0.0, 1.0), 0).save(tmp_path / "c.npz")
+    slices = pd.DataFrame({"slice_index": idx, "path": [f"/x/{i}.tif" for i in idx]})
+    scan = {"scan_id": "s", "battery_id": "B", "axis": ""}
+    settings = DecisionSettings(threshold=2.0, tracking=TRACK, evidence="volume")
+    d = decide_scan("patchcore", scan, tmp_path / "s.npz", tmp_path / "c.npz", slices, settings, tmp_path / "out")
+    row = battery_table([scan], d.cracks, ["patchcore"], d.slices).iloc[0]
+    assert row["patchcore_slices"] == 5
+    assert row["patchcore_verdict"] == "NG"
+    assert d.cracks.iloc[0]["first_slice"] == 202

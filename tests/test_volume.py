@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from anodect.patchcore.volume import (VolumeSettings, false_alarm_threshold, neighbour_mean, slab_crops, volume_maps,
-                                      volume_scores)
+from anodect.patchcore.volume import (VolumeSettings, centred_mean, false_alarm_threshold, harrell_davis_median,
+                                      neighbour_mean, slab_crops, volume_maps, volume_scores)
 
 RNG = np.random.default_rng(0)
 
@@ -47,7 +47,7 @@ def test_defect_through_most_of_the_scan_fades_from_volume_but_not_from_raw():
     assert np.abs(v[15, 0, 28:31, 30:42]).mean() < 2.0  # the volume's "normal" now
 
 
-def test_missing_slices_are_gaps_not_neighbours():
+def test_shifted_windows_never_take_a_far_slice_for_a_missing_one():
     stack = np.zeros((5, 1, 1, 1), np.float32)
     stack[:, 0, 0, 0] = [0, 10, 20, 30, 40]
     idx = np.array([10, 11, 20, 21, 22])  # 12..19 unreadable
@@ -56,8 +56,9 @@ def test_missing_slices_are_gaps_not_neighbours():
     np.testing.assert_allclose(out, [5, 5, 30, 30, 30])
 
 
-def test_scan_ends_average_as_many_slices_as_the_middle():
-    """Equal noise everywhere: a shorter mean at the ends made every end slice look anomalous."""
+def test_shifted_scan_ends_average_as_many_slices_as_the_middle():
+    """edges: shifted. Equal noise everywhere: an unscaled shorter mean at the ends made every end
+    slice look anomalous."""
     noise = RNG.normal(0, 1, size=(40, 1, 30, 30)).astype(np.float32)
     out = neighbour_mean(noise, np.arange(40), 3)
     spread = out.reshape(40, -1).std(axis=1)
@@ -69,13 +70,95 @@ def test_scan_ends_average_as_many_slices_as_the_middle():
 def test_slab_averages_uint8_crops_by_slice_number():
     crops = np.zeros((3, 1, 2, 2), np.uint8)
     crops[:, 0] = np.array([0, 30, 90], np.uint8)[:, None, None]
-    out = slab_crops(crops, np.array([1, 2, 3]), 3)
+    out = slab_crops(crops, np.array([1, 2, 3]), 3, "shifted")
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out[:, 0, 0, 0], [40, 40, 40])
     # 3 missing: 4 is out of 1's reach (3 apart) and 1 out of 4's, so each averages two slices.
-    out = slab_crops(crops, np.array([1, 2, 4]), 3)
+    out = slab_crops(crops, np.array([1, 2, 4]), 3, "shifted")
     np.testing.assert_array_equal(out[:, 0, 0, 0], [15, 40, 60])
+    # centred (the default): the slices that exist among 3 slice numbers around each, never shifted.
+    np.testing.assert_array_equal(slab_crops(crops, np.array([1, 2, 3]), 3)[:, 0, 0, 0], [15, 40, 60])
+    np.testing.assert_array_equal(slab_crops(crops, np.array([1, 2, 4]), 3)[:, 0, 0, 0], [15, 15, 90])
     assert slab_crops(crops, np.array([1, 2, 3]), 1) is crops
+
+
+def test_centred_mean_counts_the_slices_it_averaged():
+    stack = np.arange(5, dtype=np.float32)[:, None]
+    mean, present = centred_mean(stack, np.array([10, 11, 13, 14, 20]), 3)
+    np.testing.assert_allclose(mean[:, 0], [0.5, 0.5, 2.5, 2.5, 4])
+    np.testing.assert_array_equal(present, [2, 2, 2, 2, 1])
+
+
+def test_centred_scaled_ends_and_gaps_have_the_null_spread_of_the_middle():
+    """Pure noise: a slice beside a gap or at an end, averaged over fewer slices, is scaled back
+    to the spread of a full window, so it does not stand out (it did, unscaled)."""
+    n = 400
+    noise = RNG.normal(0, 1, size=(n, 1, 20, 20)).astype(np.float32)
+    idx = np.arange(n) + 3 * (np.arange(n) // 8)  # runs of 8 slices, 3 missing between them
+    z = volume_maps(noise, idx, VolumeSettings(slab=3, window=3, reference_slices=41))
+    edge = np.isin(np.arange(n) % 8, [0, 7])
+    spread = z.reshape(n, -1).std(axis=1)
+    assert 0.85 < np.median(spread[edge]) / np.median(spread[~edge]) < 1.15
+
+
+def test_a_slice_alone_between_gaps_is_not_judged():
+    """Its slab is the slice alone: far noisier than the rest, so no volume evidence (it made the
+    peak of the demo's normal cells jump by twice the threshold), and the others are unchanged."""
+    maps = _scan(n_slices=30)
+    idx = np.arange(30)
+    keep = np.r_[0, 2:30]  # slice 1 missing: slice 0 stands alone
+    settings = VolumeSettings(slab=3, window=3)
+    v = volume_maps(maps[keep], idx[keep], settings)
+    assert np.isnan(v[0]).all() and np.isfinite(v[1:]).all()
+    assert np.isnan(volume_scores(v)[0]).all()
+    # With a slab of 1 every slice has its whole slab.
+    assert np.isfinite(volume_maps(maps[keep], idx[keep], VolumeSettings(slab=1))).all()
+
+
+@pytest.mark.parametrize("trimmed,share", [(False, 0.2), (True, 0.3)])
+def test_harrell_davis_median_is_a_median_that_moves_little_when_one_slice_goes(trimmed, share):
+    sample = RNG.normal(5, 1, size=(4001, 3)).astype(np.float32)
+    np.testing.assert_allclose(harrell_davis_median(sample, trimmed), 5, atol=0.05)
+    odd = np.array([1, 2, 3, 100, 200], np.float32)[:, None]
+    assert harrell_davis_median(odd, trimmed)[0] < 50  # robust: two wild slices of five do not carry it
+    # The plain median of 10 low and 10 high slices sits between them and falls to the low
+    # group when one high slice is left out; the Harrell-Davis median moves a share of that.
+    two_groups = np.array([40.0] * 10 + [130.0] * 10, np.float32)[:, None]
+    plain = abs(float(np.median(two_groups[:-1])) - float(np.median(two_groups)))
+    smooth = abs(float(harrell_davis_median(two_groups[:-1], trimmed)[0])
+                 - float(harrell_davis_median(two_groups, trimmed)[0]))
+    assert plain == pytest.approx(45)
+    assert smooth < share * plain
+
+
+def _two_group_scan(n=20, step_at=10):
+    """Raw maps of a real-CT-like scan: the structure changes part-way (the electrode coating
+    starts at ``step_at``), so every pixel of the region falls in two groups of slices."""
+    rng = np.random.default_rng(3)
+    maps = 40 + rng.normal(0, 3.0, size=(n, 1, 24, 24)).astype(np.float32)
+    maps[step_at:, 0, 4:20, 4:20] += 90.0
+    return maps
+
+
+@pytest.mark.parametrize("reference,edges,bounded", [("trimmed-harrell-davis", "centred", True),
+                                                     ("harrell-davis", "centred", True),
+                                                     ("median", "shifted", False)])
+def test_leaving_one_slice_out_barely_moves_a_two_group_scan(reference, edges, bounded):
+    """Issue #30: one missing slice turned a normal cell NG. The default evidence moves by a
+    fraction of what the plain median's does (which the test shows does jump)."""
+    maps = _two_group_scan()
+    idx = np.arange(61, 81)
+    settings = VolumeSettings(slab=1, window=3, reference_slices=41, reference=reference, edges=edges)
+    whole = volume_scores(volume_maps(maps, idx, settings))
+    moves = []
+    for k in range(len(idx)):
+        keep = np.delete(np.arange(len(idx)), k)
+        part = volume_scores(volume_maps(maps[keep], idx[keep], settings))
+        moves.append(float(np.abs(part - whole[keep]).max()))
+    if bounded:
+        assert max(moves) < 1.0
+    else:
+        assert max(moves) > 3.0
 
 
 def test_short_scan_has_no_volume_evidence():

@@ -201,6 +201,7 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
                     "judged on it and gets NO DATA; decisions.patchcore_evidence: slice judges it on its raw maps",
                     scan["scan_id"], len(observed), settings.evidence)
         observed = []
+    observed = evidence.judged_slices(settings, observed)
     decision = decide(model, scan, boxes, observed, paths, settings.tracking, listed=list(paths), pages=pages)
     out_dir = Path(out_dir)
     write_table(out_dir / "detections.csv", decision.detections)

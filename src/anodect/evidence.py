@@ -137,6 +137,15 @@ class ScoreMaps:
         """Whether the scan can be judged on the evidence ``settings`` use (NaN throughout: not)."""
         return self.has(settings.evidence)
 
+    def judged_slices(self, settings, observed) -> list[int]:
+        """The slices of ``observed`` that have this evidence: a slice without it (volume evidence
+        of a slice alone between gaps) was not judged, and counts as not seen."""
+        scores = self.arrays(settings.evidence)[0]
+        if scores is None:
+            return list(observed)
+        have = {int(i) for i, row in zip(self.slice_indices, np.asarray(scores, np.float32)) if np.isfinite(row).any()}
+        return [s for s in observed if int(s) in have]
+
     def flagged(self, settings) -> pd.DataFrame:
         """The boxes of the crops above the decision threshold (``decisions.DecisionSettings``)."""
         return self.boxes(settings.threshold, settings.map_threshold, settings.min_region_area, settings.evidence,
@@ -229,6 +238,9 @@ class BoxTable:
 
     def judged(self, settings) -> bool:
         return True
+
+    def judged_slices(self, settings, observed) -> list[int]:
+        return list(observed)
 
     def flagged(self, settings) -> pd.DataFrame:
         return self.boxes(settings.threshold, settings.nms_iou)

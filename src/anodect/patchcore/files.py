@@ -1,4 +1,5 @@
-"""The original tool's PatchCore files checked without running or importing anything:
+"""Saved PatchCore files read without running or importing anything: the original tool's
+files checked without running or importing anything:
 the standard library only, so the config check (in Snakemake's own process, before any job)
 can read them too.
 
@@ -12,6 +13,10 @@ from __future__ import annotations
 import pickle
 import struct
 from pathlib import Path
+
+# model.json's volume settings that a model saved before a key existed was scored with
+# (anodect 'reference' and 'edges' came with issue #30's missing-slices benchmark).
+LEGACY_VOLUME = {"reference": "median", "edges": "shifted"}
 
 _HEADER = struct.Struct("<4siqqqBiQ")  # fourcc, d, ntotal, 2 dummies, is_trained, metric, n
 

@@ -233,7 +233,7 @@ class PatchCore:
             training_scans: sample-sheet records of the scans, for the metadata.
         """
         vol = self.settings.volume
-        slabbed = [slab_crops(c, idx, vol.slab) for c, idx in scans]
+        slabbed = [slab_crops(c, idx, vol.slab, vol.edges) for c, idx in scans]
         flat = np.concatenate([c.reshape(-1, *c.shape[2:]) for c in slabbed])
         groups = np.concatenate([np.full(c.shape[0] * c.shape[1], g) for g, c in enumerate(slabbed)])
         self.fit(flat, context, training_scans, groups)
@@ -275,9 +275,9 @@ class PatchCore:
     # ---- scoring --------------------------------------------------------------------
     def score_volume(self, crops: np.ndarray, slice_indices: np.ndarray, context: int = 0) -> ScanScores:
         """One scan's crops [S, R, H, W] uint8: raw and volume evidence per slice and ROI."""
-        vol = VolumeSettings.from_config(self.metadata.get("volume", {"slab": 1}))
+        vol = VolumeSettings.from_model(self.metadata.get("volume"))
         s, r, h, w = crops.shape
-        result = self.score(slab_crops(crops, slice_indices, vol.slab).reshape(s * r, h, w), context)
+        result = self.score(slab_crops(crops, slice_indices, vol.slab, vol.edges).reshape(s * r, h, w), context)
         maps = result.maps.reshape(s, r, *result.maps.shape[1:])
         t0 = time.perf_counter()
         vmaps = volume_maps(maps, slice_indices, vol)

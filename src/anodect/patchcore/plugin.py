@@ -114,7 +114,7 @@ class PatchCorePlugin(ModelPlugin):
                   "patchcore.input_size": (meta.get("input_size"), pc.get("input_size")),
                   "crop_context": (meta.get("context"), context),
                   "roi_config (crop size HxW with context)": (meta.get("crop_size"), crop)}
-        volume = meta.get("volume") or {}
+        volume = {**LEGACY_VOLUME, **meta["volume"]} if meta.get("volume") else {}
         for key, want in (pc.get("volume") or {}).items():
             wanted[f"patchcore.volume.{key}"] = (volume.get(key), want)
         problems = []

@@ -60,7 +60,7 @@ class Scorer:
 
     @classmethod
     def anodect(cls, model: PatchCore) -> "Scorer":
-        return cls(model, VolumeSettings.from_config(model.metadata.get("volume", {"slab": 1})),
+        return cls(model, VolumeSettings.from_model(model.metadata.get("volume")),
                    model.metadata.get("model_id", "original"))
 
     @classmethod

@@ -12,10 +12,24 @@ is a gap, never a neighbour):
    the square root of the slab while a crack that lasts several slices stays.
 2. Per-pixel statistics over the scan's own slices (``reference_slices`` around
    each slice, all of them in a short scan): every map pixel becomes a robust
-   z-score, (map - median) / (1.4826 MAD + the ROI's typical MAD), so what the
+   z-score, (map - centre) / (1.4826 spread + the ROI's typical spread), so what the
    cell shows in every slice scores about zero whatever its raw score.
 3. ``window``: the z-scores are averaged over that many neighbouring slices, which
    favours what lasts a few slices over a one-slice flicker.
+
+Missing slices (issue #30, ``benchmarks/missing_slices.py``) decided two settings:
+
+- ``reference: harrell-davis``: the centre and spread are Harrell-Davis medians
+  (every order statistic weighted by a Beta kernel) rather than plain medians. On
+  real CT a pixel's slices often fall in two groups (the coating starts part-way
+  through the scan); the plain median then jumps from one group to the other when
+  one slice is left out, and every z-score of the other group jumps with it.
+- ``edges: centred``: slab and window are centred on the slice in slice numbers and
+  average the slices that exist there (fewer beside a gap and at the scan's ends),
+  and a z-score from fewer slices is scaled by sqrt(slices present / width), so
+  fewer slices are never more evidence. ``shifted`` (before) took the nearest
+  slices, across a gap or shifted inwards at the ends: near a gap a slab then came
+  from one side only, and a normal cell's verdict hung on one slice.
 
 The crop's volume score is the largest value of its volume map. A defect that runs
 through most of the reference slices is part of the cell's "normal" here and
@@ -26,9 +40,12 @@ still show it (``decisions.patchcore_evidence: slice`` decides on them).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from scipy.stats import beta
+
+from .files import LEGACY_VOLUME
 
 from ..decisions import false_alarm_threshold  # noqa: F401 - re-exported: PatchCore sets its thresholds with it
 
@@ -41,24 +58,39 @@ class VolumeSettings:
     window: int = 3
     reference_slices: int = 41
     min_slices: int = 5
+    reference: str = "trimmed-harrell-davis"
+    edges: str = "centred"
+
+    def __post_init__(self):
+        if self.reference not in REFERENCES:
+            raise ValueError(f"patchcore.volume.reference must be one of {', '.join(REFERENCES)}, "
+                             f"not {self.reference!r}")
+        if self.edges not in ("centred", "shifted"):
+            raise ValueError(f"patchcore.volume.edges must be centred or shifted, not {self.edges!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "VolumeSettings":
         section = section or {}
-        return cls(**{k: int(section[k]) for k in cls.__dataclass_fields__ if k in section})
+        return cls(**{f.name: int(section[f.name]) if f.type == "int" else str(section[f.name])
+                      for f in fields(cls) if f.name in section})
+
+    @classmethod
+    def from_model(cls, section: dict | None) -> "VolumeSettings":
+        """The settings a saved model was trained with (keys it predates at their old behaviour)."""
+        section = dict(section or {"slab": 1})
+        return cls.from_config({**LEGACY_VOLUME, **section})
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int) -> np.ndarray:
-    """Mean over the ``width`` slices nearest each slice by slice number (axis 0).
+    """``edges: shifted``: the mean over the ``width`` slices nearest each slice by slice number (axis 0).
 
     Inside the scan that is the centred window; at its ends the window shifts
-    inwards, so every mean is over the same number of slices and the noise left
-    in it is the same (a two-slice mean at the ends raised every end slice's
-    score). Only slices within ``width - 1`` slice numbers count: a skipped
-    slice is never replaced by a far one, so near a gap the mean has fewer slices.
+    inwards, so every mean is over the same number of slices. Only slices within
+    ``width - 1`` slice numbers count: a skipped slice is never replaced by a far
+    one, but near a gap the mean may take its slices from one side.
     """
     stack = np.asarray(stack)
     if width <= 1 or len(stack) <= 1:
@@ -75,11 +107,63 @@ def neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int) -> 
     return out
 
 
-def slab_crops(crops: np.ndarray, slice_indices: np.ndarray, slab: int) -> np.ndarray:
+def centred_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int,
+                 valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``edges: centred``: the mean over the slices that exist among the ``width`` slice numbers
+    centred on each slice (axis 0), and how many there were (fewer beside a gap and at the ends).
+
+    ``valid`` (per slice) leaves slices out of every mean; a slice with none is NaN.
+    """
+    stack = np.asarray(stack)
+    idx = np.asarray(slice_indices, np.int64)
+    valid = np.ones(len(idx), bool) if valid is None else np.asarray(valid, bool)
+    if width <= 1 or len(stack) == 0:
+        out = stack.astype(np.float32)
+        out[~valid] = np.nan
+        return out, valid.astype(np.float32)
+    lo = idx - width // 2
+    inside = (idx[None, :] >= lo[:, None]) & (idx[None, :] <= lo[:, None] + width - 1) & valid[None, :]
+    out = np.full(stack.shape, np.nan, np.float32)
+    for k in range(len(idx)):
+        if inside[k].any():
+            out[k] = stack[inside[k]].mean(axis=0, dtype=np.float32)
+    return out, inside.sum(axis=1).astype(np.float32)
+
+
+def slab_crops(crops: np.ndarray, slice_indices: np.ndarray, slab: int, edges: str = "centred") -> np.ndarray:
     """Crops [S, R, H, W] uint8 averaged over ``slab`` neighbouring slices, still uint8."""
     if slab <= 1 or len(crops) <= 1:
         return crops
-    return np.clip(np.rint(neighbour_mean(crops, slice_indices, slab)), 0, 255).astype(np.uint8)
+    mean = neighbour_mean(crops, slice_indices, slab) if edges == "shifted" else \
+        centred_mean(crops, slice_indices, slab)[0]
+    return np.clip(np.rint(mean), 0, 255).astype(np.uint8)
+
+
+def harrell_davis_median(sample: np.ndarray, trimmed: bool = True) -> np.ndarray:
+    """The Harrell-Davis median over axis 0: the order statistics weighted by a Beta((n+1)/2,
+    (n+1)/2) kernel; ``trimmed`` (Akinshin 2022) cuts the kernel to its central 1/sqrt(n).
+
+    Leaving one slice out moves it a little where the plain median of two groups of slices
+    jumps from one group to the other. The untrimmed kernel weights every slice, so a crack
+    in a large share of the reference pulls it; the trimmed one keeps most of the median's
+    robustness and part of the smoothness.
+    """
+    n = len(sample)
+    a = (n + 1) / 2
+    half = 0.5 / math.sqrt(n) if trimmed else 0.5
+    edges = np.clip(np.arange(n + 1) / n, 0.5 - half, 0.5 + half)
+    weights = np.diff(beta.cdf(edges, a, a))
+    weights = (weights / weights.sum()).astype(np.float32)
+    used = np.flatnonzero(weights > 0)
+    lo, hi = int(used[0]), int(used[-1])
+    # Only the weighted order statistics need sorting.
+    ordered = np.sort(np.partition(sample, [lo, hi], axis=0)[lo:hi + 1], axis=0)
+    return np.tensordot(weights[lo:hi + 1], ordered, axes=(0, 0)).astype(np.float32)
+
+
+REFERENCES = {"median": lambda a: np.median(a, axis=0),
+              "harrell-davis": lambda a: harrell_davis_median(a, trimmed=False),
+              "trimmed-harrell-davis": harrell_davis_median}
 
 
 def _reference_blocks(slice_indices: np.ndarray, reference: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -106,18 +190,35 @@ def volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings: VolumeSet
     against: their volume maps are NaN (decisions then have no volume evidence).
     """
     maps = np.asarray(maps, np.float32)
-    if len(maps) < max(settings.min_slices, 1):
+    idx = np.asarray(slice_indices)
+    if settings.edges == "centred":
+        # A crop averaged over fewer than half its slab (a slice alone between gaps) is far
+        # noisier than the rest, and PatchCore scores noise as distance: not judged at all.
+        _, in_slab = centred_mean(np.zeros(len(idx)), idx, settings.slab)
+        judged_ok = 2 * in_slab > settings.slab
+    else:
+        in_slab, judged_ok = np.full(len(idx), float(settings.slab)), np.ones(len(idx), bool)
+    if judged_ok.sum() < max(settings.min_slices, 1):
         return np.full(maps.shape, np.nan, np.float32)
-    z = np.empty(maps.shape, np.float32)
-    for judged, ref in _reference_blocks(np.asarray(slice_indices), settings.reference_slices):
+    centre_of = REFERENCES[settings.reference]
+    z = np.full(maps.shape, np.nan, np.float32)
+    for judged, ref in _reference_blocks(idx[judged_ok], settings.reference_slices):
+        judged, ref = np.flatnonzero(judged_ok)[judged], np.flatnonzero(judged_ok)[ref]
         sample = maps[ref]
-        median = np.median(sample, axis=0)
-        mad = 1.4826 * np.median(np.abs(sample - median), axis=0)
+        centre = centre_of(sample)
+        spread = 1.4826 * centre_of(np.abs(sample - centre))
         # A pixel that never changes (flat background) would divide by ~0: its
         # spread is at least the ROI's typical spread.
-        floor = np.median(mad.reshape(mad.shape[0], -1), axis=1).reshape(-1, 1, 1)
-        z[judged] = (maps[judged] - median) / (mad + np.maximum(floor, 1e-6))
-    return neighbour_mean(z, slice_indices, settings.window)
+        floor = np.median(spread.reshape(spread.shape[0], -1), axis=1).reshape(-1, 1, 1)
+        z[judged] = (maps[judged] - centre) / (spread + np.maximum(floor, 1e-6))
+    if settings.edges == "shifted":
+        return neighbour_mean(z, idx, settings.window)
+    # A slab or window of fewer slices is noisier: scaled so that its null spread is a
+    # full one's, fewer slices never count as more evidence.
+    z *= np.sqrt(in_slab / max(settings.slab, 1))[:, None, None, None]
+    zw, in_window = centred_mean(z, idx, settings.window, judged_ok)
+    zw[~judged_ok] = np.nan
+    return zw * np.sqrt(in_window / max(settings.window, 1))[:, None, None, None]
 
 
 def volume_scores(vmaps: np.ndarray) -> np.ndarray:
@@ -130,5 +231,5 @@ def volume_scores(vmaps: np.ndarray) -> np.ndarray:
                         ).astype(np.float32)
 
 
-__all__ = ["VolumeSettings", "false_alarm_threshold", "neighbour_mean", "slab_crops", "volume_maps",
-           "volume_scores"]
+__all__ = ["VolumeSettings", "centred_mean", "false_alarm_threshold", "harrell_davis_median", "neighbour_mean",
+           "slab_crops", "volume_maps", "volume_scores"]
