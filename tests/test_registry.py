@@ -137,3 +137,18 @@ def test_nothing_outside_a_model_folder_and_the_registry_names_a_model():
             if f'"{key}"' in text or f"'{key}'" in text:
                 offenders.append(f"{rel}: {key}")
     assert offenders == []
+
+
+def test_a_model_saved_before_the_volume_keys_is_named_against_todays_defaults():
+    """Issue #30: a model.json without `reference`/`edges` was scored with median/shifted; the
+    config's new defaults differ, and the check says so by key (before: a NameError)."""
+    from anodect.config import load_config
+    from anodect.patchcore.plugin import PatchCorePlugin
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    meta = {"volume": {"slab": 3, "window": 3, "reference_slices": 41, "min_slices": 5}}
+    problems = " ".join(PatchCorePlugin().metadata_problems(config, meta, "models/patchcore"))
+    assert "patchcore.volume.reference" in problems and "'median'" in problems
+    assert "patchcore.volume.edges" in problems and "'shifted'" in problems
+    same = {"volume": {**meta["volume"], "reference": "trimmed-harrell-davis", "edges": "centred"}}
+    assert not any("patchcore.volume" in p for p in PatchCorePlugin().metadata_problems(config, same, "m"))

@@ -1,7 +1,6 @@
-"""Saved PatchCore files read without running or importing anything: the original tool's
-files checked without running or importing anything:
-the standard library only, so the config check (in Snakemake's own process, before any job)
-can read them too.
+"""Saved PatchCore files read with the standard library only, so the config check (in
+Snakemake's own process, before any job) can read them too: the original tool's files checked
+without running or importing anything, and what an older model.json's volume settings meant.
 
 ``patchcore_params.pkl`` is read by an unpickler that admits plain containers and numbers
 only: any attempt to import (the way a malicious pickle runs code) is refused.

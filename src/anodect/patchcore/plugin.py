@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..registry import METADATA, ModelChoice, ModelPlugin
+from .files import LEGACY_VOLUME
 
 # The original tool's model files and anodect's own, named once.
 PARAMS_FILE = "patchcore_params.pkl"
@@ -144,8 +145,9 @@ class PatchCorePlugin(ModelPlugin):
                  f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset) from "
                  f"{len(meta.get('training_scans', []))} normal scans"]
         if vol:
-            parts.append(f"volume evidence: slab {vol.get('slab')}, window {vol.get('window')}, reference "
-                         f"{vol.get('reference_slices')} slices")
+            vol = {**LEGACY_VOLUME, **vol}
+            parts.append(f"volume evidence: slab {vol.get('slab')}, window {vol.get('window')} ({vol['edges']}), "
+                         f"{vol['reference']} over {vol.get('reference_slices')} slices")
         if auto.get("slice") is not None or auto.get("volume") is not None:
             stats = auto.get("heldout_score_stats", {})
             described = [f"{ev} {_fmt(auto.get(ev))} (held-out p50 {_fmt(stats.get(ev, {}).get('p50'))}, "

@@ -19,8 +19,9 @@ is a gap, never a neighbour):
 
 Missing slices (issue #30, ``benchmarks/missing_slices.py``) decided two settings:
 
-- ``reference: harrell-davis``: the centre and spread are Harrell-Davis medians
-  (every order statistic weighted by a Beta kernel) rather than plain medians. On
+- ``reference: trimmed-harrell-davis``: the centre and spread are trimmed
+  Harrell-Davis medians (the order statistics around the middle weighted by a Beta
+  kernel) rather than plain medians. On
   real CT a pixel's slices often fall in two groups (the coating starts part-way
   through the scan); the plain median then jumps from one group to the other when
   one slice is left out, and every z-score of the other group jumps with it.
@@ -29,7 +30,8 @@ Missing slices (issue #30, ``benchmarks/missing_slices.py``) decided two setting
   and a z-score from fewer slices is scaled by sqrt(slices present / width), so
   fewer slices are never more evidence. ``shifted`` (before) took the nearest
   slices, across a gap or shifted inwards at the ends: near a gap a slab then came
-  from one side only, and a normal cell's verdict hung on one slice.
+  from one side only, and a normal cell's verdict hung on one slice. A slice alone
+  between gaps is not judged.
 
 The crop's volume score is the largest value of its volume map. A defect that runs
 through most of the reference slices is part of the cell's "normal" here and
