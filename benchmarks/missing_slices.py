@@ -34,6 +34,8 @@ the crops whose slab changed. The segmenter rescans the cell each time (its inpu
 Usage:
     .venv/bin/python benchmarks/missing_slices.py results/real_ct:config/real_ct.yaml results \\
         [--models patchcore segmenter] [--variants median/shifted trimmed-harrell-davis/centred] [--spans 1 3]
+
+``complete`` edges average slabs as ``centred`` does: both are judged with one bank.
 """
 
 from __future__ import annotations
@@ -78,7 +80,12 @@ def merged_config(path: str | None) -> dict:
     return validate_schema(base)
 
 
-VARIANTS = [f"{r}/{e}" for r in volume.REFERENCES for e in ("shifted", "centred")]
+VARIANTS = [f"{r}/{e}" for r in volume.REFERENCES for e in volume.EDGES]
+
+
+def slab_kind(vol: volume.VolumeSettings) -> tuple[int, str]:
+    """What a bank depends on: the slab and how it is averaged (``complete`` averages as ``centred``)."""
+    return vol.slab, "shifted" if vol.edges == "shifted" else "centred"
 
 
 def variant_settings(model: PatchCore, name: str) -> volume.VolumeSettings:
@@ -149,6 +156,30 @@ def restore_groups(model: PatchCore, scans, context: int) -> None:
     model.bank_groups = groups[nearest[:, 0] // (flat.shape[0] // n)]
 
 
+def trained_bank(saved: PatchCore, settings, scans, context: int, vol: volume.VolumeSettings, cache: str | None,
+                 run: Path) -> PatchCore:
+    """A bank of ``vol``'s slabs trained as the pipeline trains, kept in ``cache`` (with each vector's
+    training cell) so that a rerun of the benchmark does not train it again."""
+    folder = None
+    if cache:
+        key = hashlib.sha1(json.dumps([str(run.resolve()), saved.metadata["bank_sha256"], slab_kind(vol),
+                                       replace(settings, volume=vol, batch_size=0).__repr__()]).encode())
+        folder = Path(cache) / key.hexdigest()[:16]
+        if (folder / "groups.npy").is_file():
+            model = PatchCore.load(folder)
+            model.bank_groups = np.load(folder / "groups.npy")
+            print(f"{run} {slab_kind(vol)}: bank from {folder}", flush=True)
+            return model
+    t0 = time.perf_counter()
+    model = PatchCore(replace(settings, volume=vol)).fit_scans(scans, context)
+    print(f"{run} {slab_kind(vol)}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder)
+        np.save(folder / "groups.npy", model.bank_groups)
+    return model
+
+
 def heldout_threshold(model: PatchCore, scans, context: int, vol: volume.VolumeSettings) -> float:
     """The variant's own automatic volume threshold, from the training cells held out one by one."""
     model.settings = replace(model.settings, volume=vol)
@@ -215,6 +246,8 @@ def main() -> None:
                         choices=VARIANTS)
     parser.add_argument("--spans", nargs="+", type=int, default=[1, 3], help="consecutive slices left out")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default=str(ROOT / "results" / "benchmarks" / "missing_slices_banks"),
+                        help="where banks trained here are kept for reruns ('' keeps none)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "missing_slices.json"))
     args = parser.parse_args()
     set_threads(args.threads)
@@ -231,24 +264,30 @@ def main() -> None:
             settings = settings_from_params({**params, "threshold": "auto"}, folder / "model.json", model_name)
             if model_name == "patchcore":
                 saved = PatchCore.load(folder)
+                # Banks trained here use today's coreset (the run's model may predate it).
+                train_settings = replace(saved.settings, coreset_block_picks=config["patchcore"]["coreset_block_picks"])
                 saved_vol = volume.VolumeSettings.from_model(saved.metadata["volume"])
                 scans, restored = training_scans(saved, run), False
-                judges = {}
+                judges, banks = {}, {}
                 for v in args.variants:
                     vol = variant_settings(saved, v)
-                    if (vol.slab, vol.edges) == (saved_vol.slab, saved_vol.edges):
+                    if slab_kind(vol) in banks:
+                        # Same slab crops as a bank trained here: the same bank; only judging differs.
+                        model = banks[slab_kind(vol)]
+                        threshold = heldout_threshold(model, scans, context, vol)
+                    elif slab_kind(vol) == slab_kind(saved_vol):
                         # The run's bank holds these slabs: only the threshold is the variant's own.
                         model = saved
                         if not restored:
                             restore_groups(saved, scans, context)
                             restored = True
+                        banks[slab_kind(vol)] = saved
                         threshold = heldout_threshold(model, scans, context, vol)
                     else:
                         # Other slabs: a bank of them, trained as the pipeline trains (its own threshold).
-                        t0 = time.perf_counter()
-                        model = PatchCore(replace(saved.settings, volume=vol)).fit_scans(scans, context)
-                        threshold = float(model.metadata["auto_threshold"]["volume"])
-                        print(f"{run} {v}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+                        model = trained_bank(saved, train_settings, scans, context, vol, args.cache, run)
+                        threshold = heldout_threshold(model, scans, context, vol)
+                        banks[slab_kind(vol)] = model
                     print(f"{run} {v}: held-out volume threshold {threshold:.4f}", flush=True)
                     judges[v] = (PatchCoreJudge(model, context, vol), replace(settings, threshold=threshold))
                     whole_rows.append({"run": str(run), "variant": v, **whole_scans(model, vol, threshold, run, config)})

@@ -62,6 +62,8 @@ CANDIDATES = {
     "slab 5": {"volume": {"slab": 5}},
     "window 1": {"volume": {"window": 1}},
     "window 5": {"volume": {"window": 5}},
+    "exact coreset (before #27)": {"coreset_block_picks": 0},
+    "approximate search": {"search": {"index": "approximate"}},
     "coreset 1%": {"coreset_fraction": 0.01},
     "pad not counted": {"count_include_pad": False},
     "coreset 1%, pad not counted": {"coreset_fraction": 0.01, "count_include_pad": False},
@@ -132,7 +134,9 @@ def evaluate(model: PatchCore, test: dict, truth: Path, tracking: TrackingSettin
     auto = model.metadata["auto_threshold"]
     for evidence in ("slice", "volume"):
         col = f"{evidence}_ev"
-        ok = crops[col].notna()
+        # A crop or slice not judged (volume.edges: complete leaves out the scan's ends) scores below
+        # every judged one: a crack there counts as missed, not as left out.
+        floor = float(crops[col].min()) - 1.0 if crops[col].notna().any() else 0.0
         settings = DecisionSettings(threshold=auto[evidence], tracking=tracking, evidence=evidence)
         cracks, verdicts = [], {}
         for name, a in arrays.items():
@@ -144,8 +148,8 @@ def evaluate(model: PatchCore, test: dict, truth: Path, tracking: TrackingSettin
         predicted = pd.concat(cracks, ignore_index=True)
         truth_ng = {n: cells.loc[n, "verdict"] == "NG" for n in test}
         result[evidence] = {
-            "crop_auroc": float(roc_auc_score(crops.y[ok], crops[col][ok])),
-            "slice_auroc": float(roc_auc_score(slices.y, slices[col].fillna(-np.inf))),
+            "crop_auroc": float(roc_auc_score(crops.y, crops[col].fillna(floor))),
+            "slice_auroc": float(roc_auc_score(slices.y, slices[col].fillna(floor))),
             "threshold": auto[evidence],
             "cracked_ng": int(sum(verdicts[n] == "NG" for n in test if truth_ng[n])),
             "n_cracked": int(sum(truth_ng.values())),

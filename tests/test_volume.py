@@ -115,6 +115,22 @@ def test_a_slice_alone_between_gaps_is_not_judged():
     assert np.isfinite(volume_maps(maps[keep], idx[keep], VolumeSettings(slab=1))).all()
 
 
+def test_complete_edges_judge_only_whole_slabs():
+    """edges: complete judges a slice only when every slice of its slab exists: never the scan's
+    first and last, nor the slices beside a gap; the slices judged are judged as centred judges them
+    apart from the reference and window they share."""
+    maps = _scan(n_slices=30)
+    idx = np.arange(30)
+    keep = np.r_[0:12, 13:30]  # slice 12 missing
+    v = volume_maps(maps[keep], idx[keep], VolumeSettings(slab=3, window=3, edges="complete"))
+    unjudged = idx[keep][np.isnan(v).all(axis=(1, 2, 3))]
+    assert unjudged.tolist() == [0, 11, 13, 29]
+    centred = volume_maps(maps[keep], idx[keep], VolumeSettings(slab=3, window=3, edges="centred"))
+    assert np.isfinite(centred).all()
+    with pytest.raises(ValueError, match="complete"):
+        VolumeSettings(edges="whole")
+
+
 @pytest.mark.parametrize("trimmed,share", [(False, 0.2), (True, 0.3)])
 def test_harrell_davis_median_is_a_median_that_moves_little_when_one_slice_goes(trimmed, share):
     sample = RNG.normal(5, 1, size=(4001, 3)).astype(np.float32)

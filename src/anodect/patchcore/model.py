@@ -20,8 +20,9 @@ most ``false_alarm_rate`` of those held-out crops (slice x ROI) score above it.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,8 @@ import torch.nn.functional as F
 from ..io import file_sha256, package_versions, read_model_folder, save_arrays, write_json
 from .plugin import BANK_FILE, METADATA
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, Geometry, build_backbone, feature_geometry
-from .coreset import greedy_coreset
-from .search import NearestNeighbourIndex
+from .coreset import coreset
+from .search import NearestNeighbourIndex, SearchSettings
 from .volume import VolumeSettings, false_alarm_threshold, slab_crops, volume_maps, volume_scores
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class PatchCoreSettings:
     input_size: tuple[int, int] | None = None
     coreset_fraction: float = 0.1
     projection_dim: int = 128
+    coreset_block_picks: int = 2048  # 0: the exact greedy selection at every size (models saved before #27)
+    search: SearchSettings = field(default_factory=SearchSettings)
     count_include_pad: bool = True
     batch_size: int = 32
     seed: int = 0
@@ -69,6 +72,8 @@ class PatchCoreSettings:
                 kwargs[key] = tuple(kwargs[key])
         if "volume" in kwargs:
             kwargs["volume"] = VolumeSettings.from_config(kwargs["volume"])
+        if "search" in kwargs:
+            kwargs["search"] = SearchSettings.from_config(kwargs["search"])
         return cls(**kwargs)
 
 
@@ -111,6 +116,7 @@ class PatchCore:
         self.bank: np.ndarray | None = None
         self.index: NearestNeighbourIndex | None = None
         self.bank_groups: np.ndarray | None = None
+        self._fit_features: np.ndarray | None = None
         self.metadata: dict = {}
         self._geometry: dict[tuple[int, int], tuple[list[Geometry], Geometry]] = {}
 
@@ -170,27 +176,36 @@ class PatchCore:
 
     # ---- training -------------------------------------------------------------------
     def fit(self, crops: np.ndarray, context: int = 0, training_scans: list[dict] | None = None,
-            groups: np.ndarray | None = None) -> "PatchCore":
+            groups: np.ndarray | None = None, keep_features: bool = False) -> "PatchCore":
         """Build the memory bank from normal crops [N, H, W] uint8 with ``context`` pixels around the ROI.
 
         Args:
             groups: the training cell (scan) of every crop; the bank remembers where
                 each vector came from, for held-out scoring (``heldout_thresholds``).
+            keep_features: keep the crops' features until ``fit_scans`` has scored them held out.
         """
         t0 = time.perf_counter()
         features = self.embed(crops)
+        # Kept for fit_scans' held-out scoring, which would otherwise embed every crop again.
+        self._fit_features = features if keep_features else None
         n, gh, gw, d = features.shape
         _, geo = self.geometry(crops.shape[1:])
         rows, cols = inner_patches(geo, (gh, gw), crops.shape[1:], context)
         flat = features[:, rows, cols].reshape(-1, d)
         t1 = time.perf_counter()
-        keep = np.sort(greedy_coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
-                                      seed=self.settings.seed, device=self.device))
+        keep = np.sort(coreset(flat, self.settings.coreset_fraction, self.settings.projection_dim,
+                               seed=self.settings.seed, device=self.device, block_picks=self.settings.coreset_block_picks))
         self.bank = np.ascontiguousarray(flat[keep])
         per_crop = flat.shape[0] // max(n, 1)
         self.bank_groups = None if groups is None else np.asarray(groups)[keep // max(per_crop, 1)]
         t2 = time.perf_counter()
-        self.index = NearestNeighbourIndex(self.bank, self.device)
+        search = replace(self.settings.search, seed=self.settings.seed)
+        self.index = NearestNeighbourIndex(self.bank, self.device, search)
+        # Recall of the approximate search, on training patches outside the bank (seeded sample).
+        others = np.setdiff1d(np.random.default_rng(self.settings.seed).choice(len(flat), min(len(flat), 4096),
+                                                                               replace=False), keep)
+        recall = self.index.recall_at_1(flat[others])
+        t3 = time.perf_counter()
         self.metadata = {
             "format": FORMAT,
             "backbone": self.backbone_info.name,
@@ -213,12 +228,15 @@ class PatchCore:
             "map_sigma": MAP_SIGMA,
             "coreset_fraction": self.settings.coreset_fraction,
             "projection_dim": self.settings.projection_dim,
+            "coreset_block_picks": int(self.settings.coreset_block_picks),
+            "coreset": _coreset_kind(len(flat), self.settings.coreset_fraction, self.settings.coreset_block_picks),
+            "search": {**search.as_dict(), "backend": self.index.backend, "recall_at_1": round(recall, 4)},
             "seed": self.settings.seed,
             "n_train_crops": int(n),
             "n_train_patches": int(len(flat)),
             "bank_size": int(len(self.bank)),
             "training_scans": training_scans or [],
-            "timings_s": {"embed": round(t1 - t0, 3), "coreset": round(t2 - t1, 3)},
+            "timings_s": {"embed": round(t1 - t0, 3), "coreset": round(t2 - t1, 3), "index": round(t3 - t2, 3)},
             "versions": _versions(),
         }
         return self
@@ -236,11 +254,14 @@ class PatchCore:
         slabbed = [slab_crops(c, idx, vol.slab, vol.edges) for c, idx in scans]
         flat = np.concatenate([c.reshape(-1, *c.shape[2:]) for c in slabbed])
         groups = np.concatenate([np.full(c.shape[0] * c.shape[1], g) for g, c in enumerate(slabbed)])
-        self.fit(flat, context, training_scans, groups)
-        t0 = time.perf_counter()
-        self.metadata["volume"] = vol.as_dict()
-        self.metadata["auto_threshold"] = self.heldout_thresholds(slabbed, [idx for _, idx in scans], context)
-        self.metadata["timings_s"]["heldout"] = round(time.perf_counter() - t0, 3)
+        try:
+            self.fit(flat, context, training_scans, groups, keep_features=True)
+            t0 = time.perf_counter()
+            self.metadata["volume"] = vol.as_dict()
+            self.metadata["auto_threshold"] = self.heldout_thresholds(slabbed, [idx for _, idx in scans], context)
+            self.metadata["timings_s"]["heldout"] = round(time.perf_counter() - t0, 3)
+        finally:
+            self._fit_features = None
         return self
 
     def heldout_thresholds(self, slabbed: list[np.ndarray], indices: list[np.ndarray], context: int) -> dict:
@@ -252,13 +273,20 @@ class PatchCore:
             return {**out, "slice": None, "volume": None,
                     "note": "needs at least two training cells; give patchcore_threshold a number"}
         raw, vol = [], []
+        features = self._fit_features
+        if features is not None and len(features) != sum(c.shape[0] * c.shape[1] for c in slabbed):
+            features = None
+        offset = 0
         for g, (crops, idx) in enumerate(zip(slabbed, indices)):
+            n_crops = crops.shape[0] * crops.shape[1]
+            cell_features = None if features is None else features[offset:offset + n_crops]
+            offset += n_crops
             others = self.bank_groups != g
             if not others.any():
                 continue
-            index = NearestNeighbourIndex(self.bank[others], self.device)
+            index = self.index.without(np.flatnonzero(~others))
             s, r, h, w = crops.shape
-            result = self.score(crops.reshape(s * r, h, w), context, index=index)
+            result = self.score(crops.reshape(s * r, h, w), context, index=index, features=cell_features)
             maps = result.maps.reshape(s, r, *result.maps.shape[1:])
             raw.append(result.scores)
             v = volume_scores(volume_maps(maps, idx, self.settings.volume)).ravel()
@@ -285,11 +313,14 @@ class PatchCore:
         return ScanScores(result.scores.reshape(s, r), maps, volume_scores(vmaps), vmaps, timings)
 
     @torch.inference_mode()
-    def score(self, crops: np.ndarray, context: int = 0, index: NearestNeighbourIndex | None = None) -> ScoreResult:
+    def score(self, crops: np.ndarray, context: int = 0, index: NearestNeighbourIndex | None = None,
+              features: np.ndarray | None = None) -> ScoreResult:
         """Image scores and anomaly maps of crops [N, H, W] uint8, batch by batch.
 
         Only patches centred inside the ROI (the crop less ``context`` pixels per
         side) are searched and scored; maps cover the ROI, at its resolution.
+        ``features``: the crops' patch features [N, gh, gw, D] when they were embedded
+        already (training's held-out scoring); the crops then give only their size.
         """
         index = index or self.index
         if index is None:
@@ -301,7 +332,10 @@ class PatchCore:
         t_embed = t_search = t_map = 0.0
         for start in range(0, n, self.settings.batch_size):
             t0 = time.perf_counter()
-            feats = self._embed_batch(crops[start:start + self.settings.batch_size])
+            if features is None:
+                feats = self._embed_batch(crops[start:start + self.settings.batch_size])
+            else:  # already embedded (fit_scans' held-out scoring)
+                feats = torch.from_numpy(features[start:start + self.settings.batch_size])
             b, gh, gw, d = feats.shape
             _, geo = self.geometry((h, w))
             rows, cols = inner_patches(geo, (gh, gw), (h, w), context)
@@ -349,6 +383,9 @@ class PatchCore:
             feature_dim=meta["feature_dim"] if meta["feature_dim"] < sum(meta["layer_channels"]) else None,
             input_size=tuple(meta["input_size"]) if meta.get("input_size") else None,
             coreset_fraction=meta["coreset_fraction"], projection_dim=meta["projection_dim"],
+            coreset_block_picks=int(meta.get("coreset_block_picks", 0)),
+            # Models saved before issue #27 searched exactly at every bank size.
+            search=SearchSettings.from_config(meta["search"]) if "search" in meta else SearchSettings(index="exact"),
             count_include_pad=bool(meta.get("count_include_pad", False)), batch_size=batch_size, seed=meta["seed"])
         model = cls(settings, device)
         if model.backbone_info.weights_id != meta["weights_id"]:
@@ -358,7 +395,7 @@ class PatchCore:
         model.bank = np.load(bank_path, allow_pickle=False)
         if model.bank.shape != (meta["bank_size"], meta["feature_dim"]):
             raise ValueError(f"{bank_path}: shape {model.bank.shape} does not match {meta_path.name}")
-        model.index = NearestNeighbourIndex(model.bank, model.device)
+        model.index = NearestNeighbourIndex(model.bank, model.device, replace(settings.search, seed=settings.seed))
         model.metadata = meta
         return model
 
@@ -371,6 +408,12 @@ class PatchCore:
         if self.metadata.get("context", 0) != context:
             raise ValueError(f"crops carry {context} px of context but the PatchCore model was "
                              f"trained with {self.metadata.get('context', 0)} px (crop_context)")
+
+
+def _coreset_kind(n: int, fraction: float, block_picks: int) -> str:
+    if not block_picks or n * fraction <= block_picks or fraction >= 1:
+        return "exact greedy"
+    return f"greedy in {math.ceil(n * fraction / block_picks)} random blocks"
 
 
 def _resample(f: torch.Tensor, geo: Geometry, target: Geometry, grid) -> torch.Tensor:

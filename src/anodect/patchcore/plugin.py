@@ -142,8 +142,12 @@ class PatchCorePlugin(ModelPlugin):
         source = meta.get("weights_source") or "ImageNet weights"
         parts = [f"{meta.get('backbone', '?')} {', '.join(meta.get('layers', []))} (weights: {source}, "
                  f"{str(meta.get('weights_id', '?')).split(':')[0]}), bank {meta.get('bank_size', '?')} patches "
-                 f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset) from "
-                 f"{len(meta.get('training_scans', []))} normal scans"]
+                 f"({100 * float(meta.get('coreset_fraction', 0)):g}% coreset, "
+                 f"{meta.get('coreset', 'exact greedy')}) from {len(meta.get('training_scans', []))} normal scans"]
+        search = meta.get("search") or {}
+        if search.get("recall_at_1") is not None and "IVF" in str(search.get("backend")):
+            parts.append(f"approximate search ({search['backend']}), recall@1 {_fmt(search['recall_at_1'])} on "
+                         f"training patches")
         if vol:
             vol = {**LEGACY_VOLUME, **vol}
             parts.append(f"volume evidence: slab {vol.get('slab')}, window {vol.get('window')} ({vol['edges']}), "

@@ -67,8 +67,8 @@ class VolumeSettings:
         if self.reference not in REFERENCES:
             raise ValueError(f"patchcore.volume.reference must be one of {', '.join(REFERENCES)}, "
                              f"not {self.reference!r}")
-        if self.edges not in ("centred", "shifted"):
-            raise ValueError(f"patchcore.volume.edges must be centred or shifted, not {self.edges!r}")
+        if self.edges not in EDGES:
+            raise ValueError(f"patchcore.volume.edges must be one of {', '.join(EDGES)}, not {self.edges!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "VolumeSettings":
@@ -84,6 +84,11 @@ class VolumeSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# ``complete`` averages slabs as ``centred`` does (the same crops, the same bank) and judges
+# only the slices whose slab is whole.
+EDGES = ("centred", "complete", "shifted")
 
 
 def neighbour_mean(stack: np.ndarray, slice_indices: np.ndarray, width: int) -> np.ndarray:
@@ -193,11 +198,12 @@ def volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings: VolumeSet
     """
     maps = np.asarray(maps, np.float32)
     idx = np.asarray(slice_indices)
-    if settings.edges == "centred":
-        # A crop averaged over fewer than half its slab (a slice alone between gaps) is far
-        # noisier than the rest, and PatchCore scores noise as distance: not judged at all.
+    if settings.edges != "shifted":
+        # A crop averaged over fewer slices is noisier than the rest, and PatchCore scores
+        # noise as distance, which scaling cannot take back: ``complete`` judges only whole
+        # slabs; ``centred`` leaves out only a slice alone between gaps.
         _, in_slab = centred_mean(np.zeros(len(idx)), idx, settings.slab)
-        judged_ok = 2 * in_slab > settings.slab
+        judged_ok = in_slab >= settings.slab if settings.edges == "complete" else 2 * in_slab > settings.slab
     else:
         in_slab, judged_ok = np.full(len(idx), float(settings.slab)), np.ones(len(idx), bool)
     if judged_ok.sum() < max(settings.min_slices, 1):
@@ -233,5 +239,5 @@ def volume_scores(vmaps: np.ndarray) -> np.ndarray:
                         ).astype(np.float32)
 
 
-__all__ = ["VolumeSettings", "centred_mean", "false_alarm_threshold", "harrell_davis_median", "neighbour_mean",
+__all__ = ["EDGES", "VolumeSettings", "centred_mean", "false_alarm_threshold", "harrell_davis_median", "neighbour_mean",
            "slab_crops", "volume_maps", "volume_scores"]

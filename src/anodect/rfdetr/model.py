@@ -46,6 +46,9 @@ class TrainSettings:
     pretrain_weights: str | None = "auto"  # "auto", "download", None (random) or a .pth path
     resolution: int = 192
     epochs: int = 8
+    # A detector from random weights does not learn in a CPU's minutes (README, "RF-DETR"):
+    # None trains it ``epochs`` epochs all the same; a number spends only that many.
+    epochs_from_random: int | None = None
     batch_size: int = 4
     lr: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1e-4) when fine-tuning
     lr_encoder: float | None = None  # None: 5e-4 from random weights, rfdetr's own (1.5e-4) when fine-tuning
@@ -195,19 +198,24 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
     start = resolve_start(settings)
     log.info("RF-DETR %s starts from %s", settings.size, start.describe())
     model = build(settings, device, start)
+    epochs = settings.epochs
+    if start.kind == "random" and settings.epochs_from_random is not None:
+        epochs = min(settings.epochs, settings.epochs_from_random)
+        log.warning("RF-DETR from random weights: %d epoch(s) instead of %d (rfdetr.epochs_from_random): enough to "
+                    "produce every output, not to learn; it is reported as untrained", epochs, settings.epochs)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=".rfdetr-run.", dir=out_dir))
     t0 = time.perf_counter()
     try:
         model.train(
-            dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=settings.epochs,
+            dataset_dir=str(dataset_dir), output_dir=str(run_dir), epochs=epochs,
             batch_size=settings.batch_size, grad_accum_steps=1, resolution=settings.resolution,
             multi_scale=settings.multi_scale, use_ema=settings.use_ema,
             **rate_kwargs(settings, start),
             early_stopping=settings.early_stopping, early_stopping_patience=settings.patience,
             early_stopping_min_delta=settings.min_delta, num_workers=settings.num_workers, seed=settings.seed,
             device=str(device), tensorboard=False, progress_bar=None, class_names=[class_label],
-            checkpoint_interval=max(settings.epochs, 1), run_test=False,
+            checkpoint_interval=max(epochs, 1), run_test=False,
         )
         seconds = time.perf_counter() - t0
         best = run_dir / "checkpoint_best_total.pth"
@@ -231,6 +239,7 @@ def train(dataset_dir: str | Path, settings: TrainSettings, out_dir: str | Path,
         "class_label": class_label,
         "settings": asdict(settings),
         "start_weights": asdict(start),
+        "epochs_run": int(epochs),
         "context": int(manifest.get("context", 0)),
         "crop_shape": manifest.get("crop_shape"),
         "dataset_id": manifest.get("dataset_id"),
