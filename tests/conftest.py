@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # local driver is exempt). Tests that need a release put one in the cache.
 RF_HOME = tempfile.mkdtemp(prefix="anodect-tests-rf-home.")
 os.environ["RF_HOME"] = RF_HOME
+atexit.register(shutil.rmtree, RF_HOME, ignore_errors=True)  # one folder per session was left in /tmp
 os.environ.pop("ROBOFLOW_HOME", None)
 for _var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
     os.environ[_var] = "http://127.0.0.1:9"
