@@ -21,6 +21,7 @@ for rule_file in registry.rule_files():
 
 
 include: "workflow/rules/decisions.smk"
+include: "workflow/rules/pod.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -62,6 +62,8 @@ def tiny_config(root: Path, demo_enabled: bool = True) -> dict:
         # RF-DETR shrunk to a smoke test: one epoch at 64 px on a handful of crops.
         "rfdetr": {"resolution": 64, "epochs": 1, "num_queries": 10, "group_detr": 2,
                    "dataset": {"synthetic_crops": 8, "background_crops": 4}},
+        # The POD study shrunk to a smoke test: 12 cracks of 4 slices in the one crack-free scan.
+        "pod": {"cracks": 12, "slices": [4]},
         "demo": {**{k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in tiny_settings(demo_dir).__dict__.items()},
                  "enabled": demo_enabled},

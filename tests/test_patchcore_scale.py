@@ -113,3 +113,28 @@ def test_a_saved_model_keeps_its_search_and_an_older_one_searches_exactly(tmp_pa
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     old = PatchCore.load(tmp_path / "m")
     assert not old.index.approximate and old.settings.coreset_block_picks == 0
+
+
+def test_above_its_limit_held_out_scoring_takes_one_run_of_slices_per_cell():
+    from anodect.patchcore.model import heldout_runs
+    from anodect.patchcore.volume import VolumeSettings
+
+    vol = VolumeSettings(slab=3, window=3, reference_slices=41)
+    assert heldout_runs([300, 200], [2, 2], 2000, vol, 0) == [(0, 300, slice(None)), (0, 200, slice(None))]
+    assert heldout_runs([300, 200], [2, 2], 0, vol, 0) == [(0, 300, slice(None)), (0, 200, slice(None))]
+    runs = heldout_runs([300] * 10, [2] * 10, 2000, vol, 0)
+    assert runs == heldout_runs([300] * 10, [2] * 10, 2000, vol, 0)  # seeded
+    kept = [len(range(300)[lo:hi][k]) for lo, hi, k in runs]
+    assert kept == [100] * 10 and sum(kept) * 2 == 2000  # the same share of every cell
+    for lo, hi, k in runs:
+        inner = range(lo, hi)[k]
+        # two slices of context (slab 3, window 3) on each side, except at the scan's ends
+        assert inner.start - lo == min(2, inner.start) and hi - inner.stop == min(2, 300 - inner.stop)
+    assert len({lo for lo, _, _ in runs}) > 1  # not always the same slices
+    # A short cell keeps enough slices for its volume statistics.
+    (lo, hi, k), = heldout_runs([60], [2], 20, vol, 0)
+    assert len(range(lo, hi)[k]) == 41
+    # Many short cells (the benchmark's 115 demo cells of 26 slices): a seeded subset of whole cells.
+    runs = heldout_runs([26] * 115, [2] * 115, 2000, vol, 0)
+    scored = [hi - lo for lo, hi, _ in runs]
+    assert set(scored) == {0, 26} and 2000 <= sum(scored) * 2 < 2000 + 52

@@ -38,15 +38,34 @@ def _crops(folder: Path):
 
 
 @pytest.fixture(scope="module")
-def real_model(tmp_path_factory):
+def real_cells(tmp_path_factory):
     out = tmp_path_factory.mktemp("real_ct_volume")
     settings = RealCTSettings(source_dir=str(REPO / "data" / "battery_xct" / "cell_vol"), out_dir=str(out),
                               n_train_normal=3, n_train_defect=0, n_test=1, test_defect_fraction=0.0)
     generate(out, settings, ROIS)
-    train = _crops(out / "scans" / "train_normal")
+    return _crops(out / "scans" / "train_normal"), _crops(out / "scans" / "test")[0]
+
+
+@pytest.fixture(scope="module")
+def real_model(real_cells):
+    train, test = real_cells
     model = PatchCore(PatchCoreSettings(coreset_fraction=0.01, volume=VolumeSettings())).fit_scans(
         [(c.crops, c.slice_indices) for c in train], CONTEXT)
-    return model, _crops(out / "scans" / "test")[0]
+    return model, test
+
+
+def test_held_out_thresholds_from_runs_of_slices_stay_near_those_from_every_slice(real_cells):
+    """Issue #27: above patchcore.heldout_max_crops each cell is scored on one run of slices."""
+    train, _ = real_cells
+    scans = [(c.crops, c.slice_indices) for c in train]
+    vol = VolumeSettings(reference_slices=9)
+    full, part = (PatchCore(PatchCoreSettings(coreset_fraction=0.01, volume=vol, heldout_max_crops=limit))
+                  .fit_scans(scans, CONTEXT).metadata["auto_threshold"] for limit in (0, 60))
+    n_all = sum(c.crops.shape[0] * c.crops.shape[1] for c in train)
+    assert full["n_crops"] == n_all and "subsample" not in full
+    assert part["n_crops"] == 3 * 10 * 2 and part["n_crops"] < part["n_crops_scored"] < n_all
+    for evidence in ("slice", "volume"):
+        assert np.isfinite(part[evidence]) and abs(part[evidence] - full[evidence]) <= 0.3 * full[evidence]
 
 
 def _decide(model, crop_set, crops, evidence):

@@ -110,6 +110,23 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     assert metrics["models"]["segmenter"]["threshold"] == pytest.approx(segmenter["auto_threshold"]["slice"])
     assert metrics["models"]["segmenter"]["threshold_source"].startswith("automatic")
     assert metrics["models"]["patchcore"]["threshold"] == pytest.approx(auto["volume"])
+    # The POD study (issue #28): cracks in the one crack-free scan, every model judged, the figures in the report.
+    cells = json.loads((results / "pod" / "cells.json").read_text())
+    truth_cells = pd.read_csv(results / "demo" / "truth" / "cells.csv").query("split == 'test'")
+    assert len(cells["clean"]) == int((truth_cells["verdict"] == "OK").sum()) == 1
+    cracks = pd.read_csv(results / "pod" / "cracks.csv")
+    assert len(cracks) == 12 and (cracks["slices"] == 4).all() and cracks["usable"].sum() >= 6
+    pod = json.loads((results / "pod" / "pod.json").read_text())
+    assert list(pod["models"]) == ["patchcore", "segmenter", "rfdetr"]
+    for m, result in pod["models"].items():
+        assert set(result["curves"]) == {"depth", "depth_sigma", "width", "length"}
+        assert result["false_calls"]["cell"]["trials"] == 1 and result["false_calls"]["crop"]["trials"] == 16
+        hits = pd.read_csv(results / "pod" / m / "hits.csv")
+        assert len(hits) == 12 and result["hits"] == int(hits.loc[hits["crack_id"].isin(
+            cracks.loc[cracks["usable"], "crack_id"]), "hit"].sum())
+    assert sorted(p.name for p in (results / "pod" / "figures").glob("*.png")) == [
+        "pod_depth.png", "pod_depth_sigma.png", "pod_length.png", "pod_width.png"]
+    assert "Probability of detection" in html and html.count("POD against") >= 4
     assert "Nothing to be done" in snakemake(tmp_path, "-n")
     snakemake(tmp_path, "--report", str(tmp_path / "report.zip"))
     assert (tmp_path / "report.zip").stat().st_size > 10_000
@@ -143,10 +160,11 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
     config["rfdetr"]["model"] = str(mine / "checkpoint.pth")
     write_config(tmp_path / "config" / "config.yaml", config)
     assert planned_jobs(snakemake(tmp_path, "-n")) == {"predict_rfdetr": 1, "decide": 1, "publish": 1,
-                                                       "summarise": 1, **REPORT_JOBS}
+                                                       "summarise": 1, "pod_score": 1, **REPORT_JOBS}
 
 
-REPORT_JOBS = {"evaluate": 1, "plot_report": 1, "report": 1, "all": 1}
+# A threshold reruns the POD study's judging and analysis for its model, never its scoring.
+REPORT_JOBS = {"evaluate": 1, "plot_report": 1, "report": 1, "all": 1, "pod_judge": 1, "pod_analyse": 1}
 
 
 def planned_jobs(dry_run: str) -> dict[str, int]:

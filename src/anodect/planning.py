@@ -118,5 +118,15 @@ def decision_params(config: dict, model: str) -> dict:
     return registry.get(model).decision_params(config)
 
 
-__all__ = ["Source", "annotation_inputs", "annotations_generated", "decision_params", "evaluation_truth", "index_range", "inside",
+def pod_enabled(config: dict) -> bool:
+    """Whether the run makes the POD study (``pod.enabled``; ``auto``: when the inspected
+    scans are the demo's, whose truth names the crack-free cells)."""
+    enabled = config["pod"]["enabled"]
+    if enabled == "auto":
+        inspect = [s for s in sources(config) if s.role == "inspect"]
+        return bool(inspect and inspect[0].generated and evaluation_truth(config))
+    return bool(enabled)
+
+
+__all__ = ["pod_enabled", "Source", "annotation_inputs", "annotations_generated", "decision_params", "evaluation_truth", "index_range", "inside",
            "model_settings", "sources", "truth_generated", "truth_inputs"]

@@ -18,7 +18,7 @@ from .config import ConfigError, raise_if, range_problems, roi_problems, rois_fr
 from .discovery import DiscoverySettings, first_scan, folders_fingerprint
 from .tiffheader import image_shape
 from . import registry
-from .planning import evaluation_truth, index_range, sources, truth_generated, truth_inputs
+from .planning import evaluation_truth, index_range, pod_enabled, sources, truth_generated, truth_inputs
 
 
 def check_config(config: dict, inputs: bool = True, defaulted: dict[str, str] | None = None) -> dict:
@@ -81,6 +81,7 @@ def check_config(config: dict, inputs: bool = True, defaulted: dict[str, str] | 
     if inputs:  # the model files themselves (hashes, the original's pickle and index), main process only
         problems += run(lambda: [p for plugin in registry.plugins().values() for p in plugin.file_problems(config)])
     problems += run(truth_problems, config)
+    problems += run(pod_problems, config)
     problems += run(metadata_problems, config)
     problems += run(output_problems, config) if inputs else []
     problems += run(_roi_messages, config, image_shapes)
@@ -174,6 +175,19 @@ def truth_problems(config: dict) -> list[str]:
                 "'auto' or 'none')"]
     if path.is_dir() and not truth_inputs(config):
         return [f"evaluation.truth: {truth!r} holds neither slices.csv nor any .json annotation file"]
+    return []
+
+
+def pod_problems(config: dict) -> list[str]:
+    """The POD study needs crack-free scans: from the truth (``pod.cells: auto``) or listed."""
+    pod = config["pod"]
+    if not pod_enabled(config):
+        return []
+    if pod["cells"] == "auto" and evaluation_truth(config) is None:
+        return ["pod.cells: auto takes the inspected scans the ground truth calls crack-free, and this run has no "
+                "truth (evaluation.truth): list normal scans no model trained on, or set pod.enabled: false"]
+    if isinstance(pod["cells"], str) and pod["cells"] != "auto":
+        return [f"pod.cells: {pod['cells']!r} is neither auto nor a list of scan ids"]
     return []
 
 

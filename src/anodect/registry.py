@@ -149,6 +149,20 @@ class ModelPlugin:
         device = str(config[self.key].get("device", "auto"))
         return {"gpu": 1} if device.startswith("cuda") else {}
 
+    # ---- scoring outside the batch rules (the POD study) ------------------------------------
+
+    def score_params(self, config: dict) -> dict:
+        """What ``score_folder`` needs from the config (plain values: a rule's params).
+
+        Default: the score rule's settings (the schema's ``x-jobs``) and where the model is.
+        """
+        return {"settings": self.job_settings(config, self.score_rule), "model": self.model_path(config)}
+
+    def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
+        """Score the crop files ``crops_dir/<scan_id>.npz`` into ``out_dir`` as the score rule
+        does (one evidence file per scan, the model loaded once)."""
+        raise NotImplementedError(f"{self.key} cannot score a folder of crops")
+
     # ---- checks before a run --------------------------------------------------------------
 
     def problems(self, config: dict) -> list[str]:

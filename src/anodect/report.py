@@ -266,6 +266,48 @@ def report_data(report: dict, models: list[str], batteries: pd.DataFrame, folder
                                            "thresholds dashed, true cracks shaded green, confirmed cracks as bars.")
                                  for p in profiles]},
         "facts": _facts(facts, models),
+        "pod": _pod(facts.get("pod"), models),
+    }
+
+
+def _pod(pod: dict | None, models: list[str]) -> dict | None:
+    """The POD section (issue #28): the plain-words sentences, the table and one figure per predictor."""
+    if not pod:
+        return None
+    import json
+    import math
+
+    from .pod.analysis import PREDICTORS, sentence
+
+    summary = json.loads(Path(pod["json"]).read_text(encoding="utf-8"))
+    rows = []
+    for m in models:
+        result = summary["models"].get(m)
+        if result is None:
+            continue
+        cell, crop = result["false_calls"]["cell"], result["false_calls"]["crop"]
+        for predictor in ("depth", "depth_sigma", "width", "length"):
+            c = result["curves"][predictor]
+            a90 = fmt(c["a90"]) if c["status"] == "fit" else c.get("bound", c["status"])
+            a9095 = (fmt(c["a90_95"]) if math.isfinite(c["a90_95"]) else "beyond the sizes tried") \
+                if c["status"] == "fit" else ""
+            rows.append([registry.display(m), PREDICTORS[predictor], a90, a9095,
+                         f"{cell['events']}/{cell['trials']} (at most {fmt(cell['upper95'])})" if cell["trials"] else "",
+                         f"{crop['events']}/{crop['trials']} (at most {fmt(crop['upper95'])})" if crop["trials"] else "",
+                         f"{c['hits']}/{c['n']}", result["cells"]])
+    figures = [figure(p, f"POD against {PREDICTORS[p.stem[4:]]}: each model's curve (solid), its lower 95 % bound "
+                         "(dashed, likelihood ratio), a90/95 (triangle) and every rendered crack, hit at 1 or "
+                         "missed at 0.")
+               for p in sorted(Path(pod["figures"]).glob("pod_*.png")) if p.stem[4:] in PREDICTORS]
+    return {
+        "sentences": [sentence(m, registry.display(m), summary["models"][m], summary["ranges"])
+                      for m in models if m in summary["models"]],
+        "n_cracks": summary["n_usable"], "n_rendered": summary["n_cracks"], "copies": summary["copies"],
+        "cells": len(summary["cells"]),
+        "sigma": ", ".join(f"{v:.2f}" for v in summary["noise_sigma"].values()),
+        "table": table(rows, ["model", "predictor", "a90", "a90/95", "false NG cells (95 % bound)",
+                              "false crops (95 % bound)", "cracks found", "clean cells"], left=2),
+        "figures": figures,
     }
 
 
@@ -308,7 +350,8 @@ def render_html(data: dict) -> str:
 
 def write_report(*, out_path: str | Path, comparison_files: dict[str, str], models: list[str], batteries: str,
                  folders: dict[str, str], scans: str, qc: str, benchmarks: list[str], benchmark_root: str,
-                 model_files: dict[str, str | None], config: dict, notes: str | None = None) -> None:
+                 model_files: dict[str, str | None], config: dict, notes: str | None = None,
+                 pod: dict | None = None) -> None:
     """Gather the run's facts and write the report page atomically."""
     from .comparison import read_outputs
     from .io import package_versions, read_table, write_text
@@ -316,6 +359,7 @@ def write_report(*, out_path: str | Path, comparison_files: dict[str, str], mode
     facts = {"scans": read_table(scans), "qc": read_table(qc) if Path(qc).is_file() else pd.DataFrame(),
              "notes": read_table(notes) if notes and Path(notes).is_file() else None,
              "rule_times": rule_times(benchmarks, benchmark_root), "model_files": model_files, "config": config,
+             "pod": pod,
              "versions": package_versions(*dict.fromkeys(
                  [*VERSIONED, *(p for m in models for p in registry.get(m).packages)]))}
     page = render_html(report_data(read_outputs(comparison_files), models, read_table(batteries), folders, facts))

@@ -251,6 +251,10 @@ def benchmark_files(wildcards):
         rules.evaluate.benchmark,
         rules.plot_report.benchmark,
     ]
+    if pod_files():
+        files += [rules.pod_render.benchmark, rules.pod_analyse.benchmark]
+        files += expand(rules.pod_score.benchmark, model=MODELS)
+        files += expand(rules.pod_judge.benchmark, model=MODELS)
     return [str(f) for f in files]
 
 
@@ -260,4 +264,16 @@ def all_targets(wildcards):
         targets += folders(model, "inspect")
     targets += [f"{RESULTS}/{registry.output_folder(m)}" for m in MODELS]
     targets += [f"{RESULTS}/tables/batteries.csv", f"{RESULTS}/report/comparison.html"]
+    targets += list(pod_files().values())
     return targets
+
+
+def pod_files(wildcards=None):
+    """The POD study's results when the run makes it (anodect.planning.pod_enabled)."""
+    if not (MODELS and plan.pod_enabled(config)):
+        return {}
+    return {
+        "pod_json": f"{RESULTS}/pod/pod.json",
+        "pod_csv": f"{RESULTS}/pod/pod.csv",
+        "pod_figures": f"{RESULTS}/pod/figures",
+    }

@@ -45,8 +45,8 @@ rule score_patchcore:
         runtime=batch_minutes(10, 10),
     params:
         scans=batch_scan_ids,
-        settings=plan.model_settings(config, "patchcore", "score_patchcore"),
-        folder=PLUGINS["patchcore"].model_path(config),
-        resize_size=config["resize_size"],
+        # The score rule's settings and where the model is (ModelPlugin.score_params).
+        score=PLUGINS["patchcore"].score_params(config),
+        model="patchcore",
     script:
-        "../scripts/score_patchcore.py"
+        "../scripts/score.py"

@@ -88,6 +88,7 @@ rule plot_report:
 
 rule report:
     input:
+        unpack(pod_files),
         **rules.evaluate.output,
         figures=rules.plot_report.output.figures,
         profiles=rules.plot_report.output.profiles,

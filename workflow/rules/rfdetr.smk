@@ -72,7 +72,8 @@ rule predict_rfdetr:
         runtime=batch_minutes(10, 10),
     params:
         scans=batch_scan_ids,
-        settings=plan.model_settings(config, "rfdetr", "predict_rfdetr"),
-        checkpoint=PLUGINS["rfdetr"].model_path(config),
+        # The score rule's settings and where the model is (ModelPlugin.score_params).
+        score=PLUGINS["rfdetr"].score_params(config),
+        model="rfdetr",
     script:
-        "../scripts/predict_rfdetr.py"
+        "../scripts/score.py"

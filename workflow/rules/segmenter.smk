@@ -67,7 +67,8 @@ rule score_segmenter:
         runtime=batch_minutes(10, 10),
     params:
         scans=batch_scan_ids,
-        settings=plan.model_settings(config, "segmenter", "score_segmenter"),
-        folder=PLUGINS["segmenter"].model_path(config),
+        # The score rule's settings and where the model is (ModelPlugin.score_params).
+        score=PLUGINS["segmenter"].score_params(config),
+        model="segmenter",
     script:
-        "../scripts/score_segmenter.py"
+        "../scripts/score.py"

@@ -18,4 +18,5 @@ write_report(
     model_files=snakemake.params.model_files,
     config=snakemake.params.run_config,
     notes=inputs.notes,
+    pod={"json": inputs.pod_json, "figures": inputs.pod_figures} if "pod_json" in inputs.keys() else None,
 )

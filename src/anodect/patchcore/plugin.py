@@ -44,6 +44,18 @@ class PatchCorePlugin(ModelPlugin):
     score_rule = "score_patchcore"
     packages = ("faiss-cpu",)
 
+    def score_params(self, config: dict) -> dict:
+        return {**super().score_params(config), "resize_size": config["resize_size"]}
+
+    def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
+        from ..devices import set_threads
+        from .model import PatchCoreSettings
+        from .stage import load, score_batch
+
+        set_threads(threads)
+        scorer = load(params["model"], PatchCoreSettings.from_config(params["settings"]), params["resize_size"])
+        score_batch(scorer, crops_dir, scan_ids, out_dir)
+
     def choice(self, config: dict) -> ModelChoice:
         """``patchcore.model``. ``auto``: train when normal scans are given, else the model in
         ``output_dir_model_patchcore`` (the original's files, or a folder this pipeline wrote)."""

@@ -36,6 +36,15 @@ class RFDETRPlugin(ModelPlugin):
     score_rule = "predict_rfdetr"
     packages = ("rfdetr",)
 
+    def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
+        from ..devices import set_threads
+        from .stage import load_detector, predict_batch
+
+        set_threads(threads)
+        settings = params["settings"]
+        predict_batch(load_detector(params["model"], settings), crops_dir, scan_ids, out_dir,
+                      settings["score_floor"], threads)
+
     def choice(self, config: dict) -> ModelChoice:
         """``rfdetr.model``. ``auto``: train when annotated scans and their annotations are
         given, else the original tool's checkpoint."""

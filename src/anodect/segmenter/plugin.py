@@ -32,6 +32,13 @@ class SegmenterPlugin(ModelPlugin):
         # Its map is a probability: a box is ranked by its region's own peak, not its crop's best.
         return {**super().decision_params(config), "box_score": "peak"}
 
+    def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
+        from ..devices import set_threads
+        from .stage import load, score_batch
+
+        set_threads(threads)
+        score_batch(load(params["model"], params["settings"]), crops_dir, scan_ids, out_dir)
+
     def choice(self, config: dict) -> ModelChoice:
         """``segmenter.model``. ``auto``: train when normal scans are given, else off."""
         choice = config["segmenter"]["model"]
