@@ -127,3 +127,10 @@ def test_the_design_is_balanced_seeded_and_every_crack_is_in_its_roi():
     # the clean scan is untouched and the cracked copy differs only in the footprint's surroundings
     changed = cracked.crops != src.crops
     assert changed.any() and not changed[:, :, :16].any()
+    # The second generator (the demo's physics): the same capsules, another darkening, depths near nominal.
+    pulled, pulled_footprint, pulled_records = render_copy(copies[0], sigma=3.0, renderer="pull")
+    assert (pulled.crops != cracked.crops).any()
+    for rec in pulled_records:
+        assert rec["usable"] and 0.4 * rec["depth_nominal"] <= rec["depth"] <= 1.6 * rec["depth_nominal"]
+    with pytest.raises(ValueError, match="pod.renderer"):
+        PodSettings(renderer="paint")

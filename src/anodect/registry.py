@@ -158,6 +158,11 @@ class ModelPlugin:
         """
         return {"settings": self.job_settings(config, self.score_rule), "model": self.model_path(config)}
 
+    def taught_renderer(self, config: dict) -> str | None:
+        """The crack renderer (``pod.renderer``'s names) whose cracks the model learns from, None for
+        none: a POD study with that renderer grades it on cracks it was taught to draw."""
+        return None
+
     def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
         """Score the crop files ``crops_dir/<scan_id>.npz`` into ``out_dir`` as the score rule
         does (one evidence file per scan, the model loaded once)."""

@@ -291,7 +291,8 @@ def _pod(pod: dict | None, models: list[str]) -> dict | None:
             a90 = fmt(c["a90"]) if c["status"] == "fit" else c.get("bound", c["status"])
             a9095 = (fmt(c["a90_95"]) if math.isfinite(c["a90_95"]) else "beyond the sizes tried") \
                 if c["status"] == "fit" else ""
-            rows.append([registry.display(m), PREDICTORS[predictor], a90, a9095,
+            name = registry.display(m) + (" (taught this renderer)" if result.get("taught_this_renderer") else "")
+            rows.append([name, PREDICTORS[predictor], a90, a9095,
                          f"{cell['events']}/{cell['trials']} (at most {fmt(cell['upper95'])})" if cell["trials"] else "",
                          f"{crop['events']}/{crop['trials']} (at most {fmt(crop['upper95'])})" if crop["trials"] else "",
                          f"{c['hits']}/{c['n']}", result["cells"]])

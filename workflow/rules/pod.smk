@@ -107,5 +107,7 @@ rule pod_analyse:
     params:
         models=MODELS,
         settings=config["pod"],
+        # Which models learn from the study's renderer: their curves are reported apart.
+        taught={m: PLUGINS[m].taught_renderer(config) for m in MODELS},
     script:
         "../scripts/pod_analyse.py"

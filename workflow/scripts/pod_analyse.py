@@ -9,4 +9,5 @@ analyse(
     dict(snakemake.input.items()),
     snakemake.params.settings,
     dict(snakemake.output.items()),
+    snakemake.params.taught,
 )

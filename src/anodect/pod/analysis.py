@@ -232,7 +232,9 @@ def sentence(model: str, display: str, result: dict, ranges: dict) -> str:
                  f"(at most {cell['upper95']:.2f} per cell, 95 % confidence)")
     else:
         calls = "no crack-free cell to count false calls on"
-    return f"On these cells {display} {found}, with {calls}."
+    taught = (" These cracks come from the renderer it learned from: not a test on cracks it was never shown "
+              "(pod.renderer: pull draws them another way)." if result.get("taught_this_renderer") else "")
+    return f"On these cells {display} {found}, with {calls}.{taught}"
 
 
 __all__ = ["CRIT", "PREDICTORS", "analyse", "false_call_rate", "fit_curve", "fit_joint", "profile_loglik",

@@ -26,12 +26,14 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import scipy.ndimage
 
 from ..crops import CropSet
-from ..synthesis import Crack, CrackRanges, render_into_crops, sample
+from ..synthesis import (FOOTPRINT_LEVEL, GAP_WINDOW, PSF_SIGMA, Crack, CrackRanges, Rendered, capsule_band,
+                         render_into_crops, sample)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ class PodSettings:
     gap: int = 3
     seed: int = 0
     voxel_size_um: float | None = None
+    renderer: str = "project"
+
+    def __post_init__(self):
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"pod.renderer must be one of {', '.join(RENDERERS)}, not {self.renderer!r}")
 
     @classmethod
     def from_config(cls, section: dict) -> "PodSettings":
@@ -61,6 +68,42 @@ class PodSettings:
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def pull_into_crops(crops: np.ndarray, cracks: list[tuple[int, Crack]]) -> Rendered:
+    """The demo generator's crack physics on the same capsules: the layer pulled towards the dark gap
+    beside it by a share ``contrast`` inside the capsule, then the scanner's blur.
+
+    The project's renderer removes up to ``depth`` grey levels (capped, additive); this one removes
+    a share of what each pixel has above the gap (proportional), so a crack fades with its layer. A
+    second generator, for the models trained on the project's renderer (the crack segmenter):
+    ``contrast`` is set so that the pixel with the most room loses at most ``depth``.
+    """
+    out = crops.astype(np.float32)
+    mask = np.zeros(crops.shape, bool)
+    for r, crack in cracks:
+        for k in range(crack.n_slices):
+            s = crack.first + k
+            if not 0 <= s < len(out):
+                continue
+            image = out[s, r]
+            local = cv2.GaussianBlur(image, (0, 0), 1.0)
+            room = np.maximum(local - cv2.erode(local, np.ones((GAP_WINDOW, GAP_WINDOW), np.uint8)), 0)
+            band = np.zeros(image.shape, np.float32)
+            for x, y, a, length, width in crack.segments(k):
+                b, (x0, y0, x1, y1), _ = capsule_band(x, y, a, length, width, image.shape)
+                np.maximum(band[y0:y1, x0:x1], b, out=band[y0:y1, x0:x1])
+            inside = band > 0.5
+            if not inside.any():
+                continue
+            contrast = min(1.0, crack.depth / max(float(room[inside].max()), 1e-6))
+            delta = cv2.GaussianBlur(contrast * band, (0, 0), PSF_SIGMA) * room
+            out[s, r] -= delta
+            mask[s, r] |= delta >= FOOTPRINT_LEVEL
+    return Rendered(np.clip(np.rint(out), 0, 255).astype(np.uint8), mask, list(cracks))
+
+
+RENDERERS = {"project": render_into_crops, "pull": pull_into_crops}
 
 
 def noise_sigma(crops: np.ndarray) -> float:
@@ -144,10 +187,12 @@ def plan(sources: list[CropSet], settings: PodSettings) -> list[Copy]:
     return copies
 
 
-def render_copy(copy: Copy, sigma: float, voxel_size_um: float | None = None) -> tuple[CropSet, np.ndarray, list[dict]]:
+def render_copy(copy: Copy, sigma: float, voxel_size_um: float | None = None, renderer: str = "project"
+                ) -> tuple[CropSet, np.ndarray, list[dict]]:
     """The cracked crops, the footprint [S, R, H, W] (inside the ROIs) and one record per crack."""
     src = copy.source
-    rendered = render_into_crops(src.crops, [(r, crack) for _, r, crack in copy.cracks])
+    draw = RENDERERS[renderer]
+    rendered = draw(src.crops, [(r, crack) for _, r, crack in copy.cracks])
     inside = np.zeros(src.crops.shape[1:], bool)
     for r in range(len(src.roi_names)):
         x1, y1, x2, y2 = src.roi_in_crop(r)
@@ -157,7 +202,7 @@ def render_copy(copy: Copy, sigma: float, voxel_size_um: float | None = None) ->
     records = []
     for number, (crack_id, r, crack) in enumerate(copy.cracks):
         # Each crack's own footprint: rendered alone, so that two cracks never share a pixel's credit.
-        alone = render_into_crops(src.crops, [(r, crack)]).footprint[:, r] & inside[r]
+        alone = draw(src.crops, [(r, crack)]).footprint[:, r] & inside[r]
         footprint[:, r][alone] = number + 1
         depth = float(drop[:, r][alone].max()) if alone.any() else 0.0
         span = slice(crack.first, crack.last + 1)
@@ -190,7 +235,8 @@ def build(sources: list[CropSet], settings: PodSettings, crops_dir: str | Path, 
         src.save(scan_file(crops_dir, src.scan_id, "crops"))
     rows = []
     for copy in plan(sources, settings):
-        cracked, footprint, records = render_copy(copy, sigma[copy.source.scan_id], settings.voxel_size_um)
+        cracked, footprint, records = render_copy(copy, sigma[copy.source.scan_id], settings.voxel_size_um,
+                                                  settings.renderer)
         cracked.save(scan_file(crops_dir, copy.copy_id, "crops"))
         save_arrays(footprint_dir / f"{copy.copy_id}.npz", footprint=footprint)
         rows.extend(records)
@@ -202,5 +248,5 @@ def build(sources: list[CropSet], settings: PodSettings, crops_dir: str | Path, 
     return table[CRACK_COLUMNS + extra]
 
 
-__all__ = ["CRACK_COLUMNS", "Copy", "PodSettings", "balanced_levels", "blocks", "build", "noise_sigma", "plan",
+__all__ = ["CRACK_COLUMNS", "Copy", "PodSettings", "RENDERERS", "pull_into_crops", "balanced_levels", "blocks", "build", "noise_sigma", "plan",
            "render_copy"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..figures import COLOURS, MODEL_NAMES as NAMES, plt, png
 from ..io import write_bytes
@@ -41,6 +41,10 @@ def plot_curves(summary: dict, cracks: pd.DataFrame, hits: dict[str, pd.DataFram
                 ax.plot([], [], color=colour, label=f"{NAMES[model]}: {curve.get('bound', curve['status'])}")
         ax.axhline(0.9, color="#888888", linewidth=0.8, linestyle=":")
         ax.set_xscale("log")
+        # Plain numbers at 1, 2, 5 x 10^k: an inspector reads "14 grey levels", not 1.4 x 10^1.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.08, 1.08)
         ax.set_xlabel(f"crack {label}")
         ax.set_ylabel("probability of detection")

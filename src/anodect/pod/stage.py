@@ -76,7 +76,7 @@ def judge(model: str, params: dict, model_meta: str | None, inputs: dict, out: d
     write_json(out["false_calls"], false_calls)
 
 
-def analyse(models: list[str], inputs: dict, section: dict, out: dict) -> None:
+def analyse(models: list[str], inputs: dict, section: dict, out: dict, taught: dict | None = None) -> None:
     """Rule pod_analyse: every model's curves, a90, a90/95 and false calls; the figures."""
     from .analysis import analyse as fit_all
     from .plots import plot_curves
@@ -86,6 +86,10 @@ def analyse(models: list[str], inputs: dict, section: dict, out: dict) -> None:
     false_calls = {m: json.loads(Path(p).read_text(encoding="utf-8")) for m, p in zip(models, inputs["false_calls"])}
     table, summary = fit_all(cracks, hits, false_calls, section.get("voxel_size_um"))
     summary["settings"] = {k: v for k, v in section.items()}
+    renderer = section.get("renderer", "project")
+    for m, result in summary["models"].items():
+        # Never a model's figure on the cracks it was taught to draw without saying so.
+        result["taught_this_renderer"] = bool(taught and taught.get(m) == renderer)
     write_table(out["csv"], table)
     write_json(out["json"], summary)
     with atomic_dir(out["figures"]) as folder:

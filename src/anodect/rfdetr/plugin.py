@@ -36,6 +36,11 @@ class RFDETRPlugin(ModelPlugin):
     score_rule = "predict_rfdetr"
     packages = ("rfdetr",)
 
+    def taught_renderer(self, config: dict) -> str | None:
+        # Its dataset's rendered crops come from anodect.synthesis (rfdetr.dataset.rendered_crops).
+        trains = self.trains(config) and config["rfdetr"].get("dataset", {}).get("rendered_crops", 0) > 0
+        return "project" if trains else None
+
     def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
         from ..devices import set_threads
         from .stage import load_detector, predict_batch

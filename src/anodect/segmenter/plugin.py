@@ -32,6 +32,9 @@ class SegmenterPlugin(ModelPlugin):
         # Its map is a probability: a box is ranked by its region's own peak, not its crop's best.
         return {**super().decision_params(config), "box_score": "peak"}
 
+    def taught_renderer(self, config: dict) -> str | None:
+        return "project"  # it learns from cracks anodect.synthesis draws into normal scans
+
     def score_folder(self, params: dict, crops_dir: str, scan_ids: list[str], out_dir: str, threads: int) -> None:
         from ..devices import set_threads
         from .stage import load, score_batch
