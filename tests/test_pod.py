@@ -92,9 +92,11 @@ def test_the_noise_estimate_sees_the_noise_not_the_layers():
     rng = np.random.default_rng(0)
     y = np.arange(64)[:, None]
     layers = np.where((y // 4) % 2 == 0, 180.0, 70.0) * np.ones((1, 80))  # sharp bright/dark layers
-    for sigma in (2.0, 5.0):
+    for sigma in (1.2, 1.4, 2.0, 5.0):
         crops = np.clip(layers + rng.normal(0, sigma, (6, 2, 64, 80)), 0, 255)
         assert noise_sigma(crops) == pytest.approx(sigma, rel=0.2)
+        # 8-bit crops: no steps of a quarter sigma (rounding adds 1/12 grey level squared)
+        assert noise_sigma(np.rint(crops).astype(np.uint8)) == pytest.approx(np.hypot(sigma, 0.29), rel=0.1)
 
 
 def test_the_design_is_balanced_seeded_and_every_crack_is_in_its_roi():
@@ -134,3 +136,10 @@ def test_the_design_is_balanced_seeded_and_every_crack_is_in_its_roi():
         assert rec["usable"] and 0.4 * rec["depth_nominal"] <= rec["depth"] <= 1.6 * rec["depth_nominal"]
     with pytest.raises(ValueError, match="pod.renderer"):
         PodSettings(renderer="paint")
+
+
+def test_a_flat_response_is_no_trend_not_an_a90():
+    sizes = np.resize(np.array([6.0, 10, 15, 22, 32]), 90)
+    hits = (np.random.default_rng(3).random(90) < 0.6).astype(int)
+    fit = fit_curve(sizes, hits)
+    assert fit["status"] == "no trend" and fit["a90"] is None and "no rise" in fit["bound"]

@@ -289,6 +289,8 @@ def _pod(pod: dict | None, models: list[str]) -> dict | None:
         for predictor in ("depth", "depth_sigma", "width", "length"):
             c = result["curves"][predictor]
             a90 = fmt(c["a90"]) if c["status"] == "fit" else c.get("bound", c["status"])
+            if c["status"] == "fit" and c["a90"] > c["size_max"]:
+                a90 = f"above the largest size tried, {fmt(c['size_max'])} (the fit's tail says {fmt(c['a90'])})"
             a9095 = (fmt(c["a90_95"]) if math.isfinite(c["a90_95"]) else "beyond the sizes tried") \
                 if c["status"] == "fit" else ""
             name = registry.display(m) + (" (taught this renderer)" if result.get("taught_this_renderer") else "")

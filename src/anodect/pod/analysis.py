@@ -96,7 +96,8 @@ def fit_curve(sizes: np.ndarray, hits: np.ndarray, link: str = "logit", band: bo
     """A POD curve of hits (0/1) against sizes (> 0): a90, a90/95 and the curve with its lower 95 % bound.
 
     Returns:
-        ``status`` (``fit``, ``all``, ``none``, ``split``, ``no trend``), ``n``, ``hits``,
+        ``status`` (``fit``, ``all``, ``none``, ``split``, ``no trend``: the slope is not shown
+        to be positive, one-sided 5 %), ``n``, ``hits``,
         and for a fit ``b0``, ``b1``, ``a90``, ``a90_95``, ``method``; ``curve``: sizes,
         POD and its lower bound (for the figure).
     """
@@ -121,9 +122,11 @@ def fit_curve(sizes: np.ndarray, hits: np.ndarray, link: str = "logit", band: bo
                 "bound": f"every crack from {hi:.3g} found, none up to {lo:.3g}: a90 between them"}
     fit = _fit(hits.astype(float), x, link)
     b0, b1 = (float(v) for v in fit.params)
-    if b1 <= 0:
-        return {**out, "status": "no trend", "a90": None, "a90_95": None, "b0": b0, "b1": b1,
-                "bound": "POD does not rise with size over the sizes tried"}
+    p_rise = float(fit.pvalues[1]) / 2 if b1 > 0 else 1.0  # one-sided: POD rises with size
+    if p_rise > 0.05:
+        # No size dependence shown in this range: an a90 read off a flat fit would be an artefact.
+        return {**out, "status": "no trend", "a90": None, "a90_95": None, "b0": b0, "b1": b1, "p_rise": p_rise,
+                "bound": f"POD {hits.mean():.2f} at every size tried, no rise with size shown (p = {p_rise:.2f})"}
     g90 = float(LINKS[link]()(np.array([P90]))[0])
     x90 = (g90 - b0) / b1
     x_max = float(x.max() + math.log(4.0))
@@ -135,7 +138,7 @@ def fit_curve(sizes: np.ndarray, hits: np.ndarray, link: str = "logit", band: bo
     pod = fit.predict(sm.add_constant(grid_x, has_constant="add"))
     levels = np.linspace(0.05, 0.98, 32) if band else np.array([])
     bound_x = [upper_bound(hits.astype(float), x, fit, link, float(p), x_max)[0] for p in levels]
-    return {**out, "status": "fit", "b0": b0, "b1": b1, "a50": float(math.exp(-b0 / b1)),
+    return {**out, "status": "fit", "b0": b0, "b1": b1, "p_rise": p_rise, "a50": float(math.exp(-b0 / b1)),
             "a90": float(math.exp(x90)), "a90_95": float(math.exp(x90_95)) if math.isfinite(x90_95) else math.inf,
             "method": method,
             "curve": {"size": np.exp(grid_x).round(4).tolist(), "pod": np.asarray(pod).round(4).tolist(),
@@ -219,7 +222,10 @@ def sentence(model: str, display: str, result: dict, ranges: dict) -> str:
     depth = result["curves"]["depth"]
     w, ln = ranges.get("width", [0, 0]), ranges.get("length", [0, 0])
     cracks = f"cracks {w[0]:.3g}-{w[1]:.3g} px wide and {ln[0]:.3g}-{ln[1]:.3g} px long"
-    if depth["status"] == "fit":
+    if depth["status"] == "fit" and depth["a90"] > depth["size_max"]:
+        found = (f"finds fewer than 90 % of {cracks} even at the deepest tried ({depth['size_max']:.3g} grey "
+                 f"levels; half of them at {depth['a50']:.3g})")
+    elif depth["status"] == "fit":
         bound = (f"at least {depth['a90_95']:.3g} with 95 % confidence" if math.isfinite(depth["a90_95"])
                  else "with no 95 % bound within reach of the depths tried")
         found = (f"finds 90 % of {cracks} once they are {depth['a90']:.3g} grey levels deep "
