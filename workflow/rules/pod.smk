@@ -66,6 +66,8 @@ rule pod_judge:
         cracks=rules.pod_render.output.cracks,
         cells=rules.pod_render.output.cells,
         model_meta=decision_model_meta,
+        # The clean scans' evidence is the run's own: the same model on the same crops.
+        run_evidence=lambda wildcards: folders(wildcards.model, "inspect"),
     output:
         hits=f"{RESULTS}/pod/{{model}}/hits.csv",
         false_calls=f"{RESULTS}/pod/{{model}}/false_calls.json",
@@ -81,6 +83,9 @@ rule pod_judge:
         runtime=20,
     params:
         settings=lambda wildcards: plan.decision_params(config, wildcards.model),
+        run_evidence=lambda wildcards: dict(
+            zip(scan_ids("inspect"), scan_files(wildcards.model, "inspect"))
+        ),
     script:
         "../scripts/pod_judge.py"
 

@@ -10,4 +10,5 @@ judge(
     snakemake.input.get("model_meta"),
     dict(snakemake.input.items()),
     dict(snakemake.output.items()),
+    snakemake.params.run_evidence,
 )

@@ -58,19 +58,23 @@ def render(scans: list[dict], crop_paths: dict[str, str], truth_spec: str | None
 
 
 def scan_ids(cells_json: str | Path) -> list[str]:
-    """Every scan the models score: the clean ones and the copies."""
-    cells = json.loads(Path(cells_json).read_text(encoding="utf-8"))
-    return cells["clean"] + cells["copies"]
+    """The scans the models score for the study: the cracked copies (the clean scans' evidence is the run's)."""
+    return json.loads(Path(cells_json).read_text(encoding="utf-8"))["copies"]
 
 
-def judge(model: str, params: dict, model_meta: str | None, inputs: dict, out: dict) -> None:
-    """Rule pod_judge: one model's hits and false calls at its operating threshold."""
+def judge(model: str, params: dict, model_meta: str | None, inputs: dict, out: dict,
+          run_evidence: dict[str, str]) -> None:
+    """Rule pod_judge: one model's hits and false calls at its operating threshold.
+
+    ``run_evidence``: every inspected scan's evidence file of the model (the clean scans' are read).
+    """
     from ..decisions import settings_from_params
     from .judge import judge as judge_model
 
     settings = settings_from_params(params, model_meta or None, model)
     cells = json.loads(Path(inputs["cells"]).read_text(encoding="utf-8"))
-    hits, false_calls = judge_model(model, read_table(inputs["cracks"]), cells["clean"], inputs["evidence"],
+    clean = {scan_id: run_evidence[scan_id] for scan_id in cells["clean"]}
+    hits, false_calls = judge_model(model, read_table(inputs["cracks"]), clean, inputs["evidence"],
                                     inputs["crops"], inputs["footprints"], settings)
     write_table(out["hits"], hits)
     write_json(out["false_calls"], false_calls)
