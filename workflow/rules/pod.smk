@@ -98,7 +98,13 @@ rule pod_analyse:
     output:
         csv=f"{RESULTS}/pod/pod.csv",
         json=f"{RESULTS}/pod/pod.json",
-        figures=directory(f"{RESULTS}/pod/figures"),
+        figures=report(
+            directory(f"{RESULTS}/pod/figures"),
+            patterns=["{name}.png"],
+            caption="../report/pod.rst",
+            category="Comparison",
+            subcategory="Probability of detection",
+        ),
     log:
         f"{RESULTS}/logs/pod_analyse.log",
     benchmark:
