@@ -43,8 +43,36 @@ def make_report(run, folder: Path, truth: str | None) -> Path:
                  batteries=run["tables"]["batteries"], folders=folders, scans=str(folder / "scans.tsv"),
                  qc=str(folder / "no_qc.tsv"), benchmarks=[str(bench / "s.tsv")],
                  benchmark_root=str(folder / "benchmarks"), model_files={},
-                 config={"patchcore_threshold": 50.0, "名前": "値"})
+                 config={"patchcore_threshold": 50.0, "名前": "値"},
+                 pod=pod_study(folder / "pod") if truth else None)
     return page
+
+
+def pod_study(folder: Path) -> dict:
+    """A POD study's outputs from simulated hit/miss outcomes: PatchCore on a curve, RF-DETR finding none."""
+    import json
+
+    import numpy as np
+
+    from anodect.pod.analysis import analyse
+    from anodect.pod.plots import plot_curves
+
+    rng = np.random.default_rng(0)
+    n = 90
+    cracks = pd.DataFrame({"crack_id": [f"c{k:04d}" for k in range(n)], "copy_id": "x", "source_scan": "s",
+                           "usable": True, "noise_sigma": 2.0, "depth": rng.choice([4.0, 6, 9, 13, 19, 27, 40], n),
+                           "width": rng.choice([1.0, 2, 3], n), "length": rng.choice([6.0, 10, 15, 22, 32], n)})
+    cracks["depth_sigma"] = cracks["depth"] / 2.0
+    p = 1 / (1 + np.exp(-(-8 + 3.0 * np.log(cracks["depth"]))))
+    hits = {"patchcore": pd.DataFrame({"crack_id": cracks["crack_id"], "hit": rng.random(n) < p}),
+            "rfdetr": pd.DataFrame({"crack_id": cracks["crack_id"], "hit": False})}
+    fc = {"ng_cells": 0, "n_cells": 6, "flagged_crops": 2, "crops": 240, "copy_false_cracks": 0, "copies": 23,
+          "threshold": 3.0, "evidence": "volume"}
+    _, summary = analyse(cracks, hits, {m: fc for m in hits})
+    folder.mkdir()
+    (folder / "pod.json").write_text(json.dumps(summary), encoding="utf-8")
+    plot_curves(summary, cracks, hits, folder / "figures")
+    return {"json": str(folder / "pod.json"), "figures": str(folder / "figures")}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +88,11 @@ def test_the_page_is_self_contained_and_says_what_it_shows(pages):
     assert not re.search(r'(src|href)="(?!data:)', html) and "<script" not in html and "@import" not in html
     drawn = {name: len(list((pages["truth"].parent / name).glob("*.png"))) for name in ("figures", "profiles", "gallery")}
     assert drawn["figures"] == 4 and drawn["profiles"] == 2 and drawn["gallery"] >= 1
-    assert html.count('src="data:image/png;base64,') == sum(drawn.values())
+    pod_figures = len(list((pages["truth"].parent / "pod" / "figures").glob("pod_*.png")))
+    assert pod_figures == 4
+    assert html.count('src="data:image/png;base64,') == sum(drawn.values()) + pod_figures
+    assert "Probability of detection" in html and "On these cells PatchCore finds 90 %" in html
+    assert "On these cells RF-DETR could not be given a curve" in html and "no crack found" in html
     for text in ("Metrics against the ground truth", "Verdicts per battery", "Agreement of the two models",
                  "Cohen&#39;s kappa", "Disagreements", "Slice profiles per battery", "Time per rule", "decide",
                  "No slice was skipped", "名前: 値"):
@@ -113,13 +145,18 @@ def test_chromium_opens_the_report_and_shows_every_figure(pages, mode):
         assert not errors, errors
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        expected = sum(len(list((pages[mode].parent / n).glob("*.png"))) for n in ("figures", "profiles", "gallery"))
+        expected = sum(len(list((pages[mode].parent / n).glob("*.png")))
+                       for n in ("figures", "profiles", "gallery", "pod/figures"))
         assert len(images) == expected
         assert all(done and w > 100 and h > 100 for done, w, h in images), images
         # Nothing but the page itself was requested.
         requested = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
         assert requested == []
+        # The POD figures (issue #28), drawn and shown like the others.
+        pod = driver.execute_script("return Array.from(document.images).filter(i => i.alt.startsWith('POD against'))"
+                                    ".map(i => [i.complete, i.naturalWidth])")
+        assert len(pod) == (4 if mode == "truth" else 0) and all(done and w > 300 for done, w in pod), pod
         heading = driver.execute_script("return document.querySelector('h1').innerText")
         assert "PatchCore and RF-DETR" in heading
     finally:
