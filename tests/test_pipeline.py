@@ -122,7 +122,7 @@ def test_demo_pipeline_runs_end_to_end_and_is_then_up_to_date(tmp_path):
         assert set(result["curves"]) == {"depth", "depth_sigma", "width", "length"}
         assert result["false_calls"]["cell"]["trials"] == 1 and result["false_calls"]["crop"]["trials"] == 16
         # the clean scan's evidence is the run's own: the study scores the cracked copies only
-        scored = sorted(p.stem for p in (results / "pod" / m / "evidence").iterdir())
+        scored = sorted(p.stem for p in (results / "pod" / m / "evidence").iterdir() if not p.name.startswith("."))
         assert scored == sorted(cells["copies"]) and cells["clean"][0] not in scored
         hits = pd.read_csv(results / "pod" / m / "hits.csv")
         assert len(hits) == 12 and result["hits"] == int(hits.loc[hits["crack_id"].isin(
