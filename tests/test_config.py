@@ -368,3 +368,15 @@ def test_model_files_are_checked_before_any_job(tmp_path):
         check_config(config)
     assert "refused: the pickle asks to import" in str(err.value)
     assert "is not a flat L2 index" in str(err.value)
+
+
+def test_a_pod_study_without_truth_or_listed_cells_stops_before_any_job(tmp_path):
+    from anodect.planning import pod_enabled
+
+    config = _original(tmp_path)
+    assert not pod_enabled(check_config(copy.deepcopy(config)))  # a user's scans: off unless asked
+    config["pod"] = {"enabled": True}
+    with pytest.raises(ConfigError, match=r"pod.cells: auto .* no truth .*pod.enabled: false"):
+        check_config(copy.deepcopy(config))
+    config["pod"] = {"enabled": True, "cells": ["[B1]"]}
+    assert pod_enabled(check_config(config))

@@ -68,6 +68,7 @@ rule pod_judge:
         model_meta=decision_model_meta,
         # The clean scans' evidence is the run's own: the same model on the same crops.
         run_evidence=lambda wildcards: folders(wildcards.model, "inspect"),
+        run_crops=lambda wildcards: folders("crops", "inspect"),
     output:
         hits=f"{RESULTS}/pod/{{model}}/hits.csv",
         false_calls=f"{RESULTS}/pod/{{model}}/false_calls.json",
@@ -85,6 +86,9 @@ rule pod_judge:
         settings=lambda wildcards: plan.decision_params(config, wildcards.model),
         run_evidence=lambda wildcards: dict(
             zip(scan_ids("inspect"), scan_files(wildcards.model, "inspect"))
+        ),
+        run_crops=lambda wildcards: dict(
+            zip(scan_ids("inspect"), scan_files("crops", "inspect"))
         ),
     script:
         "../scripts/pod_judge.py"

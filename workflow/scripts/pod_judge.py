@@ -11,4 +11,5 @@ judge(
     dict(snakemake.input.items()),
     dict(snakemake.output.items()),
     snakemake.params.run_evidence,
+    snakemake.params.run_crops,
 )

@@ -211,8 +211,12 @@ def render_copy(copy: Copy, sigma: float, voxel_size_um: float | None = None, re
     footprint = np.zeros(src.crops.shape, np.uint16)  # crack number + 1 per pixel (0: none)
     records = []
     for number, (crack_id, r, crack) in enumerate(copy.cracks):
-        # Each crack's own footprint: rendered alone, so that two cracks never share a pixel's credit.
-        alone = draw(src.crops, [(r, crack)]).footprint[:, r] & inside[r]
+        # Each crack's own footprint: its ROI's footprint in its slices (two cracks of a ROI lie in
+        # blocks of slices apart, and the blur stays in the slice), so no pixel is credited twice.
+        alone = rendered.footprint[:, r] & inside[r]
+        span_mask = np.zeros(len(alone), bool)
+        span_mask[max(crack.first, 0):crack.last + 1] = True
+        alone &= span_mask[:, None, None]
         footprint[:, r][alone] = number + 1
         depth = float(drop[:, r][alone].max()) if alone.any() else 0.0
         span = slice(crack.first, crack.last + 1)
@@ -234,15 +238,13 @@ def render_copy(copy: Copy, sigma: float, voxel_size_um: float | None = None, re
 
 def build(sources: list[CropSet], settings: PodSettings, crops_dir: str | Path, footprint_dir: str | Path
           ) -> pd.DataFrame:
-    """Write the clean scans and their cracked copies as crop files (``<scan_id>.npz``), each copy's
-    footprint beside them, and return the crack table (``CRACK_COLUMNS``)."""
+    """Write the cracked copies as crop files (``<copy_id>.npz``; the clean scans stay the run's own),
+    each copy's footprint beside them, and return the crack table (``CRACK_COLUMNS``)."""
     from ..batches import scan_file
     from ..io import save_arrays
 
     crops_dir, footprint_dir = Path(crops_dir), Path(footprint_dir)
     sigma = {s.scan_id: noise_sigma(s.inner()) for s in sources if s.n_slices}
-    for src in sources:
-        src.save(scan_file(crops_dir, src.scan_id, "crops"))
     rows = []
     for copy in plan(sources, settings):
         cracked, footprint, records = render_copy(copy, sigma[copy.source.scan_id], settings.voxel_size_um,

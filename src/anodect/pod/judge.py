@@ -31,10 +31,10 @@ def evidence_file(model: str, evidence_dir: str | Path, scan_id: str) -> Path:
     return scan_file(evidence_dir, scan_id, EVIDENCE_FOLDER[get_model(model).evidence])
 
 
-def decide_copy(model: str, scan_id: str, evidence_path: str | Path, crops_dir: str | Path,
+def decide_copy(model: str, scan_id: str, evidence_path: str | Path, crops_path: str | Path,
                 settings: DecisionSettings):
     """One scan's decision (``decisions.ScanDecision``), its judged crops and its flagged crops."""
-    meta = CropSet.read_meta(scan_file(crops_dir, scan_id, "crops"))
+    meta = CropSet.read_meta(crops_path)
     observed = [int(i) for i in meta["slice_indices"]]
     evidence = read_evidence(model, evidence_path, settings)
     boxes = evidence.flagged(settings)
@@ -66,14 +66,14 @@ def _covers(detections: pd.DataFrame, footprint: np.ndarray, crop_set_meta: dict
     return False
 
 
-def judge(model: str, cracks: pd.DataFrame, clean: dict[str, str], evidence_dir: str | Path, crops_dir: str | Path,
-          footprint_dir: str | Path, settings: DecisionSettings) -> tuple[pd.DataFrame, dict]:
+def judge(model: str, cracks: pd.DataFrame, clean: dict[str, tuple[str, str]], evidence_dir: str | Path,
+          crops_dir: str | Path, footprint_dir: str | Path, settings: DecisionSettings) -> tuple[pd.DataFrame, dict]:
     """Hit or miss for every rendered crack, and the false calls.
 
     Args:
-        clean: each clean scan's evidence file: the run's own (the same model on the same
-            crops), so the study scores only the cracked copies.
-        evidence_dir: the copies' evidence.
+        clean: each clean scan's evidence file and crops file: the run's own (the same model
+            on the same crops), so the study neither copies nor scores them again.
+        evidence_dir: the copies' evidence; ``crops_dir``: the copies' crops.
 
     Returns:
         the hit table (``HIT_COLUMNS``) and the false calls: per clean cell (NG or not)
@@ -83,8 +83,9 @@ def judge(model: str, cracks: pd.DataFrame, clean: dict[str, str], evidence_dir:
     rows = []
     copy_false = 0
     for copy_id, group in cracks.groupby("copy_id", sort=True):
-        decision, _, _ = decide_copy(model, copy_id, evidence_file(model, evidence_dir, copy_id), crops_dir, settings)
-        meta = CropSet.read_meta(scan_file(crops_dir, copy_id, "crops"))
+        crops_path = scan_file(crops_dir, copy_id, "crops")
+        decision, _, _ = decide_copy(model, copy_id, evidence_file(model, evidence_dir, copy_id), crops_path, settings)
+        meta = CropSet.read_meta(crops_path)
         footprint = load_arrays(Path(footprint_dir) / f"{copy_id}.npz")["footprint"]
         confirmed = decision.detections[decision.detections["crack_id"] != ""]
         covering = set()
@@ -98,8 +99,8 @@ def judge(model: str, cracks: pd.DataFrame, clean: dict[str, str], evidence_dir:
             rows.append({"model": model, "crack_id": crack.crack_id, "hit": bool(found), "crack_ids": ";".join(found)})
         copy_false += len(set(decision.cracks["crack_id"]) - covering)
     cells, crops, flagged = [], 0, 0
-    for scan_id, path in clean.items():
-        decision, n_crops, n_flagged = decide_copy(model, scan_id, path, crops_dir, settings)
+    for scan_id, (evidence_path, crops_path) in clean.items():
+        decision, n_crops, n_flagged = decide_copy(model, scan_id, evidence_path, crops_path, settings)
         cells.append({"scan_id": scan_id, "ng": bool(len(decision.cracks)), "false_cracks": len(decision.cracks),
                       "crops": n_crops, "flagged_crops": n_flagged})
         crops += n_crops

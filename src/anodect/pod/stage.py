@@ -63,17 +63,17 @@ def scan_ids(cells_json: str | Path) -> list[str]:
 
 
 def judge(model: str, params: dict, model_meta: str | None, inputs: dict, out: dict,
-          run_evidence: dict[str, str]) -> None:
+          run_evidence: dict[str, str], run_crops: dict[str, str]) -> None:
     """Rule pod_judge: one model's hits and false calls at its operating threshold.
 
-    ``run_evidence``: every inspected scan's evidence file of the model (the clean scans' are read).
+    ``run_evidence``, ``run_crops``: every inspected scan's evidence and crops file (the clean scans' are read).
     """
     from ..decisions import settings_from_params
     from .judge import judge as judge_model
 
     settings = settings_from_params(params, model_meta or None, model)
     cells = json.loads(Path(inputs["cells"]).read_text(encoding="utf-8"))
-    clean = {scan_id: run_evidence[scan_id] for scan_id in cells["clean"]}
+    clean = {scan_id: (run_evidence[scan_id], run_crops[scan_id]) for scan_id in cells["clean"]}
     hits, false_calls = judge_model(model, read_table(inputs["cracks"]), clean, inputs["evidence"],
                                     inputs["crops"], inputs["footprints"], settings)
     write_table(out["hits"], hits)
