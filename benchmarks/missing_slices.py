@@ -22,10 +22,15 @@ where the bank of centred slabs sets 3.3).
 
   median/shifted                 before issue #30: plain medians; slab and window the nearest
                                  slices, across a gap, shifted inwards at the scan's ends;
-  trimmed-harrell-davis/centred  the default: trimmed Harrell-Davis medians; centred windows
-                                 over the slices that exist, a z-score from fewer slices scaled
-                                 by sqrt(present / width), a slice alone between gaps not judged;
-  and the other combinations (``harrell-davis`` is the kernel uncut): one change at a time.
+  trimmed-harrell-davis@1.0/centred
+                                 trimmed Harrell-Davis medians, the kernel cut to 1/sqrt(n)
+                                 (Akinshin's; before the kernel_width key); centred windows over
+                                 the slices that exist, a z-score from fewer slices scaled by
+                                 sqrt(present / width), a slice alone between gaps not judged;
+  trimmed-harrell-davis/centred  the default: the same, the kernel cut to
+                                 patchcore.volume.kernel_width / sqrt(n) (1.5);
+  and the other combinations (``harrell-davis`` is the kernel uncut; ``@W`` sets the width of a
+  trimmed kernel): one change at a time.
 
 Raw maps are cached by the bytes of each slabbed crop, so a left-out slice re-embeds only
 the crops whose slab changed. The segmenter rescans the cell each time (its inputs reach
@@ -33,7 +38,7 @@ the crops whose slab changed. The segmenter rescans the cell each time (its inpu
 
 Usage:
     .venv/bin/python benchmarks/missing_slices.py results/real_ct:config/real_ct.yaml results \\
-        [--models patchcore segmenter] [--variants median/shifted trimmed-harrell-davis/centred] [--spans 1 3]
+        [--models patchcore segmenter] [--variants median/shifted trimmed-harrell-davis@1.0/centred] [--spans 1 3]
 
 ``complete`` edges average slabs as ``centred`` does: both are judged with one bank.
 """
@@ -80,7 +85,14 @@ def merged_config(path: str | None) -> dict:
     return validate_schema(base)
 
 
-VARIANTS = [f"{r}/{e}" for r in volume.REFERENCES for e in volume.EDGES]
+def variant(name: str) -> str:
+    """REFERENCE[@KERNEL_WIDTH]/EDGES, checked (argparse type)."""
+    reference, _, edges = name.partition("/")
+    reference, _, width = reference.partition("@")
+    if reference not in volume.REFERENCES or edges not in volume.EDGES or (width and not float(width) > 0):
+        raise argparse.ArgumentTypeError(f"{name!r}: REFERENCE[@KERNEL_WIDTH]/EDGES, REFERENCE one of "
+                                         f"{', '.join(volume.REFERENCES)}, EDGES one of {', '.join(volume.EDGES)}")
+    return name
 
 
 def slab_kind(vol: volume.VolumeSettings) -> tuple[int, str]:
@@ -89,8 +101,11 @@ def slab_kind(vol: volume.VolumeSettings) -> tuple[int, str]:
 
 
 def variant_settings(model: PatchCore, name: str) -> volume.VolumeSettings:
+    """The model's volume settings with the variant's; a width not given is today's default."""
     reference, edges = name.split("/")
-    return replace(volume.VolumeSettings.from_model(model.metadata.get("volume")), reference=reference, edges=edges)
+    reference, _, width = reference.partition("@")
+    return replace(volume.VolumeSettings.from_model(model.metadata.get("volume")), reference=reference, edges=edges,
+                   kernel_width=float(width) if width else volume.VolumeSettings.kernel_width)
 
 
 class PatchCoreJudge:
@@ -242,8 +257,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="RUN_DIR[:CONFIG] of finished runs")
     parser.add_argument("--models", nargs="+", default=["patchcore"], choices=["patchcore", "segmenter"])
-    parser.add_argument("--variants", nargs="+", default=["median/shifted", "trimmed-harrell-davis/centred"],
-                        choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", type=variant,
+                        default=["median/shifted", "trimmed-harrell-davis@1.0/centred", "trimmed-harrell-davis/centred"])
     parser.add_argument("--spans", nargs="+", type=int, default=[1, 3], help="consecutive slices left out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=str(ROOT / "results" / "benchmarks" / "missing_slices_banks"),

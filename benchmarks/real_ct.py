@@ -58,6 +58,7 @@ from anodect.tracking import TrackingSettings  # noqa: E402
 CANDIDATES = {
     "default": {},
     "median, shifted (before #30)": {"volume": {"reference": "median", "edges": "shifted"}},
+    "kernel 1/sqrt(n) (before kernel_width)": {"volume": {"kernel_width": 1.0}},
     "no slab": {"volume": {"slab": 1}},
     "slab 5": {"volume": {"slab": 5}},
     "window 1": {"volume": {"window": 1}},

@@ -150,5 +150,9 @@ def test_a_model_saved_before_the_volume_keys_is_named_against_todays_defaults()
     problems = " ".join(PatchCorePlugin().metadata_problems(config, meta, "models/patchcore"))
     assert "patchcore.volume.reference" in problems and "'median'" in problems
     assert "patchcore.volume.edges" in problems and "'shifted'" in problems
-    same = {"volume": {**meta["volume"], "reference": "trimmed-harrell-davis", "edges": "centred"}}
+    # A model made after those keys but before kernel_width used the kernel cut to 1/sqrt(n).
+    before_width = {"volume": {**meta["volume"], "reference": "trimmed-harrell-davis", "edges": "centred"}}
+    problems = [p for p in PatchCorePlugin().metadata_problems(config, before_width, "m") if "patchcore.volume" in p]
+    assert len(problems) == 1 and "patchcore.volume.kernel_width" in problems[0] and "1.0" in problems[0]
+    same = {"volume": {**before_width["volume"], "kernel_width": 1.5}}
     assert not any("patchcore.volume" in p for p in PatchCorePlugin().metadata_problems(config, same, "m"))

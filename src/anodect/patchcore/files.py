@@ -14,8 +14,8 @@ import struct
 from pathlib import Path
 
 # model.json's volume settings that a model saved before a key existed was scored with
-# (anodect 'reference' and 'edges' came with issue #30's missing-slices benchmark).
-LEGACY_VOLUME = {"reference": "median", "edges": "shifted"}
+# ('reference' and 'edges' came with issue #30's missing-slices benchmark, 'kernel_width' after it).
+LEGACY_VOLUME = {"reference": "median", "edges": "shifted", "kernel_width": 1.0}
 
 _HEADER = struct.Struct("<4siqqqBiQ")  # fourcc, d, ntotal, 2 dummies, is_trained, metric, n
 

@@ -25,6 +25,12 @@ Missing slices (issue #30, ``benchmarks/missing_slices.py``) decided two setting
   real CT a pixel's slices often fall in two groups (the coating starts part-way
   through the scan); the plain median then jumps from one group to the other when
   one slice is left out, and every z-score of the other group jumps with it.
+  ``kernel_width`` (1.5): the kernel cut to 1.5/sqrt(n) of the quantiles rather than
+  Akinshin's 1/sqrt(n). On 20-slice real scans the narrower cut weighted 4 order
+  statistics, and with groups of 12 and 8 slices its spread still jumped when one
+  went (a normal cell's run score rose by 0.72 of the threshold); the wider cut
+  gives up cracks through more than 0.5 - 0.75/sqrt(n) of the reference slices
+  (33 % of 20, 38 % of 41), which the narrower one still finds up to 39 %.
 - ``edges: centred``: slab and window are centred on the slice in slice numbers and
   average the slices that exist there (fewer beside a gap and at the scan's ends),
   and a z-score from fewer slices is scaled by sqrt(slices present / width), so
@@ -62,6 +68,7 @@ class VolumeSettings:
     min_slices: int = 5
     reference: str = "trimmed-harrell-davis"
     edges: str = "centred"
+    kernel_width: float = 1.5
 
     def __post_init__(self):
         if self.reference not in REFERENCES:
@@ -69,12 +76,14 @@ class VolumeSettings:
                              f"not {self.reference!r}")
         if self.edges not in EDGES:
             raise ValueError(f"patchcore.volume.edges must be one of {', '.join(EDGES)}, not {self.edges!r}")
+        if not self.kernel_width > 0:
+            raise ValueError(f"patchcore.volume.kernel_width must be above 0, not {self.kernel_width!r}")
 
     @classmethod
     def from_config(cls, section: dict | None) -> "VolumeSettings":
         section = section or {}
-        return cls(**{f.name: int(section[f.name]) if f.type == "int" else str(section[f.name])
-                      for f in fields(cls) if f.name in section})
+        kinds = {"int": int, "float": float, "str": str}
+        return cls(**{f.name: kinds[f.type](section[f.name]) for f in fields(cls) if f.name in section})
 
     @classmethod
     def from_model(cls, section: dict | None) -> "VolumeSettings":
@@ -146,18 +155,19 @@ def slab_crops(crops: np.ndarray, slice_indices: np.ndarray, slab: int, edges: s
     return np.clip(np.rint(mean), 0, 255).astype(np.uint8)
 
 
-def harrell_davis_median(sample: np.ndarray, trimmed: bool = True) -> np.ndarray:
+def harrell_davis_median(sample: np.ndarray, width: float | None = 1.0) -> np.ndarray:
     """The Harrell-Davis median over axis 0: the order statistics weighted by a Beta((n+1)/2,
-    (n+1)/2) kernel; ``trimmed`` (Akinshin 2022) cuts the kernel to its central 1/sqrt(n).
+    (n+1)/2) kernel, cut to its central ``width``/sqrt(n) (quantiles; 1 is Akinshin 2022's
+    trimmed form) or uncut (``width`` None).
 
     Leaving one slice out moves it a little where the plain median of two groups of slices
-    jumps from one group to the other. The untrimmed kernel weights every slice, so a crack
-    in a large share of the reference pulls it; the trimmed one keeps most of the median's
-    robustness and part of the smoothness.
+    jumps from one group to the other. The uncut kernel weights every slice, so a crack in a
+    large share of the reference pulls it; a cut kernel keeps most of the median's
+    robustness, and the wider the cut, the more of its smoothness.
     """
     n = len(sample)
     a = (n + 1) / 2
-    half = 0.5 / math.sqrt(n) if trimmed else 0.5
+    half = 0.5 if width is None else min(0.5, 0.5 * width / math.sqrt(n))
     edges = np.clip(np.arange(n + 1) / n, 0.5 - half, 0.5 + half)
     weights = np.diff(beta.cdf(edges, a, a))
     weights = (weights / weights.sum()).astype(np.float32)
@@ -168,9 +178,15 @@ def harrell_davis_median(sample: np.ndarray, trimmed: bool = True) -> np.ndarray
     return np.tensordot(weights[lo:hi + 1], ordered, axes=(0, 0)).astype(np.float32)
 
 
-REFERENCES = {"median": lambda a: np.median(a, axis=0),
-              "harrell-davis": lambda a: harrell_davis_median(a, trimmed=False),
-              "trimmed-harrell-davis": harrell_davis_median}
+REFERENCES = ("trimmed-harrell-davis", "harrell-davis", "median")
+
+
+def centre_function(settings: VolumeSettings):
+    """The per-pixel centre (over axis 0) that ``settings.reference`` names."""
+    if settings.reference == "median":
+        return lambda a: np.median(a, axis=0)
+    width = settings.kernel_width if settings.reference == "trimmed-harrell-davis" else None
+    return lambda a: harrell_davis_median(a, width)
 
 
 def _reference_blocks(slice_indices: np.ndarray, reference: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -208,7 +224,7 @@ def volume_maps(maps: np.ndarray, slice_indices: np.ndarray, settings: VolumeSet
         in_slab, judged_ok = np.full(len(idx), float(settings.slab)), np.ones(len(idx), bool)
     if judged_ok.sum() < max(settings.min_slices, 1):
         return np.full(maps.shape, np.nan, np.float32)
-    centre_of = REFERENCES[settings.reference]
+    centre_of = centre_function(settings)
     z = np.full(maps.shape, np.nan, np.float32)
     for judged, ref in _reference_blocks(idx[judged_ok], settings.reference_slices):
         judged, ref = np.flatnonzero(judged_ok)[judged], np.flatnonzero(judged_ok)[ref]
@@ -239,5 +255,6 @@ def volume_scores(vmaps: np.ndarray) -> np.ndarray:
                         ).astype(np.float32)
 
 
-__all__ = ["EDGES", "VolumeSettings", "centred_mean", "false_alarm_threshold", "harrell_davis_median", "neighbour_mean",
+__all__ = ["EDGES", "REFERENCES", "VolumeSettings", "centre_function", "centred_mean", "false_alarm_threshold",
+           "harrell_davis_median", "neighbour_mean",
            "slab_crops", "volume_maps", "volume_scores"]
