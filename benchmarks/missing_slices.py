@@ -7,8 +7,12 @@ normal test cell is judged whole, then once per position with that slice left ou
 three consecutive slices left out), through the model's own scoring and the pipeline's
 decisions at the automatic threshold (``decisions.settings_from_params``). Printed per cell:
 the whole scan's peak (its largest crop score: PatchCore's volume score, the segmenter's
-probability), the range of peaks with slices missing, the largest move of the peak as a share
-of the threshold, and the verdicts that changed.
+probability), the range of peaks with slices missing, the largest move and the largest rise of
+the peak as a share of the threshold (a peak also falls when its own slice goes; a rise is what
+can flag), the same of the run score, and the verdicts that changed. For PatchCore the rises are
+printed a second time with the complete scan's slabs kept for the slices that remain: what is
+left there is the reference's and the windows' doing, the difference the thinner slabs beside
+the gap.
 
 PatchCore is judged under each ``--variants`` of its volume evidence, REFERENCE/EDGES
 (``patchcore.volume.reference`` and ``.edges``, config/README.md), in one run, each at its own
@@ -114,9 +118,13 @@ class PatchCoreJudge:
     def __init__(self, model: PatchCore, context: int, vol: volume.VolumeSettings):
         self.model, self.context, self.cache, self.vol = model, context, {}, vol
 
-    def evidence(self, cs: CropSet) -> ScoreMaps:
+    def evidence(self, cs: CropSet, whole: CropSet | None = None) -> ScoreMaps:
+        """``whole``: the complete scan, whose slabs are kept for the slices ``cs`` has: what a
+        missing slice does through the reference and the windows alone, its slabs left as they were."""
         s, r, h, w = cs.crops.shape
-        slabbed = volume.slab_crops(cs.crops, cs.slice_indices, self.vol.slab, self.vol.edges).reshape(s * r, h, w)
+        source = whole if whole is not None else cs
+        slabbed = volume.slab_crops(source.crops, source.slice_indices, self.vol.slab, self.vol.edges)
+        slabbed = slabbed[np.searchsorted(source.slice_indices, cs.slice_indices)].reshape(s * r, h, w)
         keys = [hashlib.sha1(c.tobytes()).hexdigest() for c in slabbed]
         missing = [k for k, key in enumerate(keys) if key not in self.cache]
         if missing:
@@ -228,10 +236,11 @@ def without(cs: CropSet, drop: list[int]) -> CropSet:
                    cs.window, cs.context, cs.pages[keep])
 
 
-def judge(judge_, cs: CropSet, settings, model: str) -> tuple[float, float, str]:
+def judge(judge_, cs: CropSet, settings, model: str, whole: CropSet | None = None) -> tuple[float, float, str]:
     """The scan's peak, its run score (the highest threshold at which ``min_consecutive_slices``
-    slices of one ROI in a row stay above it: what decides the verdict) and its verdict."""
-    ev = judge_.evidence(cs)
+    slices of one ROI in a row stay above it: what decides the verdict) and its verdict.
+    ``whole`` (PatchCore): the complete scan's slabs kept (``PatchCoreJudge.evidence``)."""
+    ev = judge_.evidence(cs) if whole is None else judge_.evidence(cs, whole)
     crop = ev.volume_scores if settings.evidence == "volume" and ev.volume_scores is not None else ev.scores
     peak = float(np.nanmax(crop)) if np.isfinite(crop).any() else float("nan")
     table = pd.DataFrame([(int(i), r, float(crop[k, r])) for k, i in enumerate(cs.slice_indices)
@@ -317,23 +326,35 @@ def main() -> None:
                            "threshold": round(settings.threshold, 4), "whole peak": round(whole, 4),
                            "whole run score": round(whole_run, 4), "verdict": verdict}
                     for span in args.spans:
-                        peaks, runs, flips = [], [], []
+                        peaks, runs, flips, kept = [], [], [], []
                         for p in range(len(cs.slice_indices) - span + 1):
-                            peak, run_, v = judge(jd, without(cs, list(range(p, p + span))), settings,
-                                                  model_name)
+                            part = without(cs, list(range(p, p + span)))
+                            peak, run_, v = judge(jd, part, settings, model_name)
                             peaks.append(peak)
                             runs.append(run_)
                             if v != verdict:
                                 flips.append(f"{int(cs.slice_indices[p])}:{v}")
+                            if model_name == "patchcore":
+                                kept.append(judge(jd, part, settings, model_name, whole=cs)[:2])
                         row.update({f"{span} out: peaks": f"{min(peaks):.3f}-{max(peaks):.3f}",
                                     f"{span} out: largest move / threshold":
                                         round(max(abs(p - whole) for p in peaks) / thr, 3),
+                                    # A peak also falls when its own slice goes; a rise is what can flag.
+                                    f"{span} out: largest peak rise / threshold":
+                                        round(max(max(p - whole for p in peaks), 0.0) / thr, 3),
                                     f"{span} out: largest run-score move / threshold":
                                         round(max(abs(r - whole_run) for r in runs) / thr, 3),
                                     # What can turn a normal cell NG: the run score rising.
                                     f"{span} out: largest run-score rise / threshold":
                                         round(max(max(r - whole_run for r in runs), 0.0) / thr, 3),
                                     f"{span} out: verdicts changed": ", ".join(flips) or "none"})
+                        if kept:
+                            # The same, the complete scan's slabs kept: what is left is the reference's
+                            # and the windows' doing; the difference is the thinner slabs beside the gap.
+                            row.update({f"{span} out, slabs kept: largest peak rise / threshold":
+                                            round(max(max(k[0] - whole for k in kept), 0.0) / thr, 3),
+                                        f"{span} out, slabs kept: largest run-score rise / threshold":
+                                            round(max(max(k[1] - whole_run for k in kept), 0.0) / thr, 3)})
                     row["margin / threshold"] = round(abs(whole - settings.threshold) / thr, 3)
                     row["run margin / threshold"] = round(abs(whole_run - settings.threshold) / thr, 3)
                     rows.append(row)
@@ -356,10 +377,15 @@ def main() -> None:
             far_run = g[g["run margin / threshold"] > 0.15]
             flipped = far[far[f"{span} out: verdicts changed"] != "none"]
             flipped_run = far_run[far_run[f"{span} out: verdicts changed"] != "none"]
+            kept = f"{span} out, slabs kept: largest peak rise / threshold"
             line.append(f"{span} out: largest move of the peak {g[f'{span} out: largest move / threshold'].max():.3f}"
-                        f" of the threshold, of the run score "
-                        f"{g[f'{span} out: largest run-score move / threshold'].max():.3f} (largest rise "
-                        f"{g[f'{span} out: largest run-score rise / threshold'].max():.3f}); verdicts changed: "
+                        f" of the threshold (largest rise {g[f'{span} out: largest peak rise / threshold'].max():.3f}"
+                        f"), of the run score {g[f'{span} out: largest run-score move / threshold'].max():.3f} "
+                        f"(largest rise {g[f'{span} out: largest run-score rise / threshold'].max():.3f})"
+                        + (f"; the complete scan's slabs kept: largest rise of the peak {g[kept].max():.3f}, of the "
+                           f"run score {g[f'{span} out, slabs kept: largest run-score rise / threshold'].max():.3f}"
+                           if kept in g and g[kept].notna().any() else "")
+                        + f"; verdicts changed: "
                         f"{len(flipped)} of {len(far)} cells with the peak >15% from the threshold, "
                         f"{len(flipped_run)} of {len(far_run)} with the run score >15% from it, "
                         f"{int((g[f'{span} out: verdicts changed'] != 'none').sum())} of {len(g)} in all")
