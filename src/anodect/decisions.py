@@ -210,6 +210,11 @@ def decide_scan(model: str, scan: dict, model_output: str | Path, crops_path: st
     return decision
 
 
+def evidence_file(model: str, evidence_dir: str | Path, scan_id: str) -> Path:
+    """A scan's evidence file in a batch folder of the model's evidence (score maps or boxes)."""
+    return scan_file(evidence_dir, scan_id, EVIDENCE_FOLDER[get_model(model).evidence])
+
+
 def decide_batch(model: str, scans: list[dict], evidence_dir: str | Path, crops_dir: str | Path, slices_of,
                  settings: DecisionSettings, class_label: str, thickness: int, out_dir: str | Path) -> None:
     """The decide rule: decide and draw each scan of a batch (``anodect.batches``).
@@ -225,13 +230,12 @@ def decide_batch(model: str, scans: list[dict], evidence_dir: str | Path, crops_
     """
     from .render import render_decided
 
-    kind = EVIDENCE_FOLDER[get_model(model).evidence]
     with atomic_dir(out_dir) as out:
         for scan in scans:
             scan_id = scan["scan_id"]
             crops = scan_file(crops_dir, scan_id, "crops")
             with scan_context(scan_id):
-                decide_scan(model, scan, scan_file(evidence_dir, scan_id, kind), crops, slices_of(scan_id),
+                decide_scan(model, scan, evidence_file(model, evidence_dir, scan_id), crops, slices_of(scan_id),
                             settings, out / scan_id)
                 counts = render_decided(out / scan_id, crops, class_label, out / scan_id / "images", thickness)
             log.info("%s: %s", scan_id, counts)

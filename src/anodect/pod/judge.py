@@ -18,17 +18,12 @@ import pandas as pd
 
 from ..batches import scan_file
 from ..crops import CropSet
-from ..decisions import DecisionSettings, decide, read_evidence
+from ..decisions import DecisionSettings, decide, evidence_file, read_evidence
 from ..io import load_arrays
-from ..registry import EVIDENCE_FOLDER, get as get_model
 
 log = logging.getLogger(__name__)
 
 HIT_COLUMNS = ["model", "crack_id", "hit", "crack_ids"]
-
-
-def evidence_file(model: str, evidence_dir: str | Path, scan_id: str) -> Path:
-    return scan_file(evidence_dir, scan_id, EVIDENCE_FOLDER[get_model(model).evidence])
 
 
 def decide_copy(model: str, scan_id: str, evidence_path: str | Path, crops_path: str | Path,
@@ -121,4 +116,4 @@ def _number(crack_id: str, group: pd.DataFrame) -> int:
     return list(group["crack_id"]).index(crack_id) + 1
 
 
-__all__ = ["HIT_COLUMNS", "decide_copy", "evidence_file", "judge"]
+__all__ = ["HIT_COLUMNS", "decide_copy", "judge"]
